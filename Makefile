@@ -1,0 +1,21 @@
+# Roost — two entry points: `make demo` and `make test`. Benchmarks: `make bench-<area>`.
+SHELL := /bin/bash
+.PHONY: demo test deps build release clean
+
+demo:
+	@ci/demo.sh
+
+test:
+	@ci/test.sh
+
+deps:
+	@ci/deps.sh
+
+build:
+	cargo build --workspace
+
+release:
+	cargo build --release -p roost
+
+clean:
+	cargo clean

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what Roost's build, tests and demo need, idempotently and quietly:
+# nothing is printed when everything is already there.
+set -euo pipefail
+
+APT_PACKAGES=(
+  containerd runc protobuf-compiler busybox-static
+  rt-tests stress-ng time qemu-system-x86 skopeo docker-registry
+  iproute2 binutils gcc python3
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "ci/deps.sh: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "ci/deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's containerd/docker-registry units must not grab the system sockets; Roost
+# starts private daemons. (They are not started in containers without systemd anyway.)
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "ci/deps.sh: installing cargo-nextest" >&2
+  cargo install --locked --quiet cargo-nextest
+fi

@@ -1,0 +1,1 @@
+//! Host profile (CPU partition, reserved memory, limits) and topology discovery.

@@ -1,0 +1,1 @@
+//! The per-host daemon: workload spec, store, drivers, supervisor and API.

@@ -1,0 +1,50 @@
+//! `roost`: the one binary. Every role is a subcommand; each subcommand module parses
+//! its flags and hands a typed request to a library core.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cmd;
+
+/// Roost: a host runtime for edge sites — KVM microVMs and containerd containers
+/// under one real-time-aware scheduler, managed centrally.
+#[derive(Debug, Parser)]
+#[command(name = "roost", version, about, propagate_version = true)]
+#[command(infer_subcommands = false, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the per-host daemon (`roost host`), or ask it about the host (`roost host info`).
+    Host(cmd::host::HostArgs),
+    /// Run the central controller that manages subclouds of hosts.
+    Central(cmd::central::CentralArgs),
+    /// Run one VM's monitor process (one-shot with --kernel, or API mode with --api-sock).
+    Vmm(cmd::vmm::VmmArgs),
+    /// Measure wake-up latency and response time (a cyclictest-style probe).
+    Probe(cmd::probe::ProbeArgs),
+    /// Manage container images in containerd (import, pull, ls, rm).
+    Image(cmd::image::ImageArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Host(a) => cmd::host::run(a),
+        Command::Central(a) => cmd::central::run(a),
+        Command::Vmm(a) => cmd::vmm::run(a),
+        Command::Probe(a) => cmd::probe::run(a),
+        Command::Image(a) => cmd::image::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One clear line (plus its causes) on stderr; exit 1 = the command failed.
+            eprintln!("error: {}", cmd::chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Roost's CPU/memory admission, placement and real-time enforcement.

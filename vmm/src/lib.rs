@@ -1,0 +1,1 @@
+//! Roost's KVM microVM monitor (library). One `roost vmm` process runs one VM.
