@@ -1,1 +1,5 @@
 //! The per-host daemon: workload spec, store, drivers, supervisor and API.
+
+pub mod driver;
+pub mod drivers;
+pub mod spec;

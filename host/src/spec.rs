@@ -1,0 +1,236 @@
+//! The workload spec: what a user submits (`apiVersion: roost.dev/v1`, `kind: Workload`).
+//!
+//! YAML and JSON share one schema. Parsing and validation live in `validate.rs`; the
+//! types here only describe the shape (and generate the JSON schema for OpenAPI).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The only API version this daemon understands.
+pub const API_VERSION: &str = "roost.dev/v1";
+/// The only kind this daemon understands.
+pub const KIND: &str = "Workload";
+
+/// A workload as submitted: a VM, a container or a mock process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workload {
+    /// Must be `roost.dev/v1`.
+    pub api_version: String,
+    /// Must be `Workload`.
+    pub kind: String,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// What to run and how.
+    pub spec: WorkloadSpec,
+}
+
+/// Name and labels of a workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    /// DNS-label style: 1–63 chars of `a-z`, `0-9` and `-`, starting with a letter.
+    pub name: String,
+    /// Free-form key/value labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Which driver runs the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// A KVM microVM run by `roost vmm`.
+    Vm,
+    /// A container run by containerd.
+    Container,
+    /// A plain host process that sleeps, logs and exits as told (for tests and demos).
+    Mock,
+}
+
+impl DriverKind {
+    /// The name used in the spec and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vm => "vm",
+            Self::Container => "container",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+/// What to run and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// `vm`, `container` or `mock`; the matching section must be present.
+    pub driver: DriverKind,
+    /// Container settings (driver `container`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+    /// VM settings (driver `vm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmSpec>,
+    /// Mock behaviour (driver `mock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockSpec>,
+    /// CPU, memory and real-time requests.
+    #[serde(default)]
+    pub resources: Resources,
+    /// What to do when the workload exits.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Seconds between the polite stop and the forced kill (default 10, at most 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_seconds: Option<u32>,
+}
+
+/// A container to run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Image reference, e.g. `docker.io/library/busybox:latest` or a digest.
+    pub image: String,
+    /// Replaces the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Replaces the image's cmd.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory inside the container (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `uid`, `uid:gid`, or a user name from the image's /etc/passwd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Bind mounts from the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+}
+
+/// A bind mount from the host into a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mount {
+    /// Absolute host path; must exist.
+    pub source: String,
+    /// Absolute path inside the container.
+    pub destination: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A microVM to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmSpec {
+    /// Absolute path of the kernel (ELF vmlinux with or without a PVH note, or bzImage).
+    pub kernel: String,
+    /// Absolute path of an initrd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// Kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs, 1–64 (default 1).
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
+    /// Guest memory in MiB (default 128).
+    #[serde(default = "default_vm_memory", rename = "memoryMiB")]
+    pub memory_mib: u64,
+}
+
+fn default_vcpus() -> u32 {
+    1
+}
+fn default_vm_memory() -> u64 {
+    128
+}
+
+/// How the mock driver behaves: a host process that logs a line a second.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MockSpec {
+    /// Exit after this many seconds (absent = run until stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_seconds: Option<u64>,
+    /// Exit code when `runSeconds` elapse (0–255).
+    #[serde(default)]
+    pub exit_code: i32,
+    /// Make `start` fail (to test restart policies).
+    #[serde(default)]
+    pub fail_start: bool,
+    /// Ignore the polite stop, so only the forced kill ends it.
+    #[serde(default)]
+    pub ignore_stop: bool,
+}
+
+/// CPU policy of a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuPolicy {
+    /// Millicores from the shared pool.
+    #[default]
+    Shared,
+    /// Whole cores, exclusively.
+    Dedicated,
+}
+
+/// Real-time scheduling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RtPolicy {
+    /// SCHED_FIFO.
+    Fifo,
+    /// SCHED_RR.
+    Rr,
+}
+
+/// A real-time request: runs on isolated cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Realtime {
+    /// `fifo` or `rr`.
+    pub policy: RtPolicy,
+    /// 1–99.
+    pub priority: u32,
+}
+
+/// Resource requests.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// Shared CPU as millicores (`"500m"`) or cores (`"2"`, `"0.5"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Whole cores (dedicated or real-time workloads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// `shared` (default) or `dedicated`.
+    #[serde(default)]
+    pub cpu_policy: CpuPolicy,
+    /// Real-time policy and priority; implies isolated cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime: Option<Realtime>,
+    /// Memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "memoryMiB")]
+    pub memory_mib: Option<u64>,
+}
+
+/// What to do when a workload exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart whatever the exit status (with backoff).
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit or a crash.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
