@@ -2,5 +2,8 @@
 
 pub mod admission;
 pub mod driver;
+pub mod model;
+pub mod store;
 pub mod drivers;
 pub mod spec;
+pub mod validate;

@@ -1,1 +1,4 @@
 //! The drivers behind [`crate::driver::Driver`].
+
+pub mod mock;
+pub mod process;

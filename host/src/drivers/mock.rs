@@ -1,0 +1,327 @@
+//! The mock driver: a real host process (`/bin/sh`) that logs a line a second, exits
+//! with a given code after a given time, and can ignore the polite stop or refuse to
+//! start. Real processes, so daemon restarts, recovery and "never two copies" are
+//! tested for real without KVM or containerd.
+
+use crate::driver::{
+    Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
+};
+use crate::drivers::process::{reap, ProcId};
+use crate::spec::{DriverKind, MockSpec, WorkloadSpec};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Marker in each mock's argv[0] so recovery can find it: `roost-mock:<host>:<name>-<n>`.
+const MARKER: &str = "roost-mock:";
+
+/// The mock driver. `host_id` separates the mocks of daemons with different state dirs.
+#[derive(Debug)]
+pub struct MockDriver {
+    host_id: String,
+    /// One /proc scan serves a burst of `recover` calls.
+    scan: Mutex<Option<(Instant, HashMap<String, ProcId>)>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Data {
+    proc: ProcId,
+    exit_file: PathBuf,
+}
+
+impl MockDriver {
+    /// A mock driver for the daemon whose state dir is `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        // A short stable id from the state dir path (FNV-1a).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in state_dir.to_string_lossy().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self {
+            host_id: format!("{:08x}", h as u32),
+            scan: Mutex::new(None),
+        }
+    }
+
+    fn marker(&self, id: &InstanceId) -> String {
+        format!("{MARKER}{}:{}", self.host_id, id.key())
+    }
+
+    fn data(h: &TaskHandle) -> Result<Data, DriverError> {
+        serde_json::from_value(h.data.clone()).map_err(|e| DriverError::Op {
+            op: "decode handle",
+            instance: h.id.key(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every live mock of this host: marker key (`name-N`) → process.
+    fn scan_proc(&self) -> HashMap<String, ProcId> {
+        let mut guard = match self.scan.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((at, map)) = guard.as_ref() {
+            if at.elapsed() < Duration::from_millis(500) {
+                return map.clone();
+            }
+        }
+        let prefix = format!("{MARKER}{}:", self.host_id);
+        let mut map = HashMap::new();
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                    continue;
+                };
+                // argv = ["/bin/sh", "-c", script, marker]; the marker is $0 of the script.
+                for arg in cmd.split(|b| *b == 0) {
+                    if let Some(key) = std::str::from_utf8(arg)
+                        .ok()
+                        .and_then(|a| a.strip_prefix(&prefix))
+                    {
+                        if let Some(p) = ProcId::of(pid) {
+                            map.insert(key.to_string(), p);
+                        }
+                    }
+                }
+            }
+        }
+        *guard = Some((Instant::now(), map.clone()));
+        map
+    }
+
+    fn exit_from_file(path: &Path) -> Option<ExitInfo> {
+        let s = std::fs::read_to_string(path).ok()?;
+        let code: i32 = s.trim().parse().ok()?;
+        Some(ExitInfo {
+            code: Some(code),
+            signal: None,
+            reason: "exited".into(),
+            message: None,
+        })
+    }
+}
+
+fn script(m: &MockSpec) -> String {
+    let on_term = if m.ignore_stop {
+        r#"echo "mock: ignoring the polite stop""#.to_string()
+    } else {
+        r#"echo "mock: stopping"; kill $SLEEPER 2>/dev/null; echo 143 > "$EXIT_FILE"; exit 143"#
+            .to_string()
+    };
+    let run = m
+        .run_seconds
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "-1".into());
+    format!(
+        r#"trap '{on_term}' TERM
+echo "mock $ROOST_INSTANCE started"
+i=0
+while :; do
+  if [ {run} -ge 0 ] && [ $i -ge {run} ]; then
+    echo "mock $ROOST_INSTANCE exiting with {code}"
+    echo {code} > "$EXIT_FILE"
+    exit {code}
+  fi
+  echo "tick $i"
+  sleep 1 &
+  SLEEPER=$!
+  wait $SLEEPER
+  i=$((i+1))
+done
+"#,
+        code = m.exit_code
+    )
+}
+
+#[async_trait]
+impl Driver for MockDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Mock
+    }
+
+    async fn prepare(&self, _name: &str, spec: &WorkloadSpec) -> Result<(), DriverError> {
+        if !Path::new("/bin/sh").exists() {
+            return Err(DriverError::Unavailable {
+                driver: "mock",
+                reason: "/bin/sh is missing; the mock driver runs its workloads with it".into(),
+            });
+        }
+        let _ = spec;
+        Ok(())
+    }
+
+    async fn start(&self, req: &StartRequest) -> Result<TaskHandle, DriverError> {
+        let m = req.spec.mock.clone().unwrap_or_default();
+        let op = |reason: String| DriverError::Op {
+            op: "start",
+            instance: req.id.key(),
+            reason,
+        };
+        if m.fail_start {
+            return Err(op("the mock is told to fail its start (mock.failStart)".into()));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&req.log_path)
+            .map_err(|e| op(format!("open log {}: {e}", req.log_path.display())))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| op(format!("dup log fd: {e}")))?;
+        let exit_file = req.run_dir.join("exit");
+        let _ = std::fs::remove_file(&exit_file);
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(script(&m))
+            .arg(self.marker(&req.id))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("ROOST_INSTANCE", req.id.key())
+            .env("EXIT_FILE", &exit_file)
+            .current_dir(&req.run_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SAFETY: setsid() is async-signal-safe and touches no memory; it runs in the
+        // child between fork and exec, making the mock its own session and process
+        // group so a daemon restart does not touch it and stop signals the whole group.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| op(format!("spawn /bin/sh: {e}")))?;
+        let pid = child.id() as i32;
+        // We reap through waitpid ourselves (see ProcId::exited); dropping `child`
+        // neither kills nor waits.
+        drop(child);
+        let proc = ProcId::of(pid).ok_or_else(|| op("the process died at once".into()))?;
+        let data = serde_json::to_value(Data { proc, exit_file }).map_err(|e| op(e.to_string()))?;
+        Ok(TaskHandle {
+            id: req.id.clone(),
+            driver: DriverKind::Mock,
+            data,
+        })
+    }
+
+    async fn wait(&self, h: &TaskHandle) -> Result<ExitInfo, DriverError> {
+        let d = Self::data(h)?;
+        d.proc.exited().await;
+        let reaped = reap(d.proc.pid);
+        if let Some(info) = Self::exit_from_file(&d.exit_file) {
+            return Ok(info);
+        }
+        if let Some(st) = reaped {
+            if libc::WIFEXITED(st) {
+                return Ok(ExitInfo {
+                    code: Some(libc::WEXITSTATUS(st)),
+                    signal: None,
+                    reason: "exited".into(),
+                    message: None,
+                });
+            }
+            if libc::WIFSIGNALED(st) {
+                return Ok(ExitInfo {
+                    code: None,
+                    signal: Some(libc::WTERMSIG(st)),
+                    reason: "killed".into(),
+                    message: None,
+                });
+            }
+        }
+        // Not our child (we restarted) and no exit file: it was killed.
+        Ok(ExitInfo {
+            code: None,
+            signal: None,
+            reason: "lost".into(),
+            message: Some("the process ended without recording an exit status".into()),
+        })
+    }
+
+    async fn stop(&self, h: &TaskHandle, grace: Duration) -> Result<(), DriverError> {
+        let d = Self::data(h)?;
+        d.proc.signal_group(libc::SIGTERM);
+        if tokio::time::timeout(grace, d.proc.exited()).await.is_err() {
+            d.proc.signal_group(libc::SIGKILL);
+            d.proc.exited().await;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, h: &TaskHandle) -> Result<(), DriverError> {
+        let d = Self::data(h)?;
+        d.proc.signal_group(libc::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(5), d.proc.exited()).await;
+        reap(d.proc.pid);
+        Ok(())
+    }
+
+    async fn inspect(&self, h: &TaskHandle) -> Result<TaskState, DriverError> {
+        let d = Self::data(h)?;
+        if d.proc.alive() {
+            return Ok(TaskState::Running);
+        }
+        Ok(match Self::exit_from_file(&d.exit_file) {
+            Some(i) => TaskState::Exited(i),
+            None => TaskState::NotFound,
+        })
+    }
+
+    async fn recover(
+        &self,
+        workload: &str,
+        known: Option<&TaskHandle>,
+    ) -> Result<Vec<TaskHandle>, DriverError> {
+        let mut out = Vec::new();
+        let prefix = format!("{workload}-");
+        for (key, proc) in self.scan_proc() {
+            let Some(n) = key
+                .strip_prefix(&prefix)
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let id = InstanceId {
+                workload: workload.to_string(),
+                instance: n,
+            };
+            let exit_file = match known {
+                Some(k) if k.id == id => Self::data(k)?.exit_file,
+                _ => {
+                    // The run dir layout is the supervisor's: <state>/run/<name>/<n>/.
+                    // Read it back from the process's cwd.
+                    std::fs::read_link(format!("/proc/{}/cwd", proc.pid))
+                        .map(|p| p.join("exit"))
+                        .unwrap_or_default()
+                }
+            };
+            let data = serde_json::to_value(Data { proc, exit_file }).map_err(|e| {
+                DriverError::Op {
+                    op: "recover",
+                    instance: id.key(),
+                    reason: e.to_string(),
+                }
+            })?;
+            out.push(TaskHandle {
+                id,
+                driver: DriverKind::Mock,
+                data,
+            });
+        }
+        out.sort_by_key(|h| h.id.instance);
+        Ok(out)
+    }
+}

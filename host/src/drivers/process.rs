@@ -1,0 +1,102 @@
+//! Watching and signalling host processes the daemon may not be the parent of (after
+//! a restart, workloads are re-parented to init). Used by the mock driver; handy for
+//! any driver whose instance is a host process.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+
+/// A process identified by pid *and* its start time, so a recycled pid is never
+/// mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcId {
+    /// Process id (also the process-group id: workloads run in their own session).
+    pub pid: i32,
+    /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
+    pub start_time: u64,
+}
+
+/// Start time of `pid`, or None if it does not exist (or is a zombie).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); start_time is field 22.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+impl ProcId {
+    /// Identify a live process.
+    pub fn of(pid: i32) -> Option<Self> {
+        start_time(pid).map(|start_time| Self { pid, start_time })
+    }
+
+    /// Whether this very process still runs.
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+
+    /// Signal the whole process group (the workload and its children).
+    pub fn signal_group(&self, sig: i32) {
+        if self.alive() {
+            // SAFETY: kill(2) with a negative pid signals a process group; it touches
+            // no memory of ours. The group is the workload's own session (setsid at
+            // spawn), checked alive by pid and start time just above.
+            unsafe {
+                libc::kill(-self.pid, sig);
+            }
+        }
+    }
+
+    /// Resolve when the process has ended (pidfd readiness; polling as a fallback).
+    pub async fn exited(&self) {
+        if !self.alive() {
+            return;
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no
+        // pointers are passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd >= 0 && self.alive() {
+            // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            // SAFETY: `owned` is a valid open pidfd that the AsyncFd owns until it is
+            // dropped; OwnedFd::as_raw_fd always returns that same fd.
+            if let Ok(afd) = unsafe { AsyncFd::register(owned) } {
+                while self.alive() {
+                    match afd.readable().await {
+                        Ok(mut g) => {
+                            g.clear_ready();
+                            // A pidfd is readable once the process has terminated.
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                reap(self.pid);
+                return;
+            }
+        } else if fd >= 0 {
+            // SAFETY: closing the fd pidfd_open just gave us.
+            unsafe {
+                libc::close(fd as i32);
+            }
+        }
+        while self.alive() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        reap(self.pid);
+    }
+}
+
+/// Reap `pid` if it is our child (no-op otherwise); returns its wait status.
+pub fn reap(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into our local; WNOHANG never blocks. If `pid`
+    // is not our child it fails with ECHILD and changes nothing.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (r == pid).then_some(status)
+}
