@@ -35,3 +35,4 @@ pub fn workspace_root() -> PathBuf {
         .expect("tests/ has a parent")
         .to_path_buf()
 }
+pub mod container;

@@ -1,0 +1,312 @@
+//! Helpers for the container integration tests: the private containerd's socket, a
+//! busybox image built here (no registry on the internet), a loopback registry, and
+//! leak checks on a containerd namespace.
+
+use roost_container::Client;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The private containerd's socket, or None (with a message saying what is needed).
+pub fn socket() -> Option<PathBuf> {
+    let Ok(s) = std::env::var("ROOST_TEST_CONTAINERD_SOCKET") else {
+        eprintln!(
+            "SKIP: needs a private containerd: set ROOST_TEST_CONTAINERD_SOCKET \
+             (`ci/containerd.sh start DIR` prints one; `make test` does this)"
+        );
+        return None;
+    };
+    let p = PathBuf::from(s);
+    if !p.exists() {
+        eprintln!(
+            "SKIP: ROOST_TEST_CONTAINERD_SOCKET={} does not exist",
+            p.display()
+        );
+        return None;
+    }
+    Some(p)
+}
+
+/// A fresh containerd namespace for one test, removed (after a leak check) by
+/// [`Ns::finish`].
+pub struct Ns {
+    /// Connected client.
+    pub client: Client,
+    /// Namespace name.
+    pub name: String,
+    /// Socket.
+    pub socket: PathBuf,
+}
+
+impl Ns {
+    /// Connect in a namespace unique to this test.
+    pub async fn new(socket: &Path, test: &str) -> Ns {
+        let name = format!("roost-test-{test}-{}", std::process::id());
+        let client = Client::connect_in(socket, &name).await.expect("connect");
+        Ns {
+            client,
+            name,
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// What is left in the namespace, as (kind, id).
+    pub async fn leftovers(&self) -> Vec<(String, String)> {
+        self.client.inventory().await.expect("inventory")
+    }
+
+    /// Remove every image, wait for GC, then assert nothing is left and drop the
+    /// namespace.
+    pub async fn finish(self) {
+        for img in self.client.image_list().await.expect("image list") {
+            self.client.image_remove(&img.name).await.expect("image rm");
+        }
+        let mut left = Vec::new();
+        for _ in 0..50 {
+            left = self.leftovers().await;
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(left.is_empty(), "namespace {} leaked: {left:?}", self.name);
+        // runc leaves the tests' parent cgroup behind; drop it once empty.
+        for ctrl in [
+            "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+        ] {
+            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(ctrl).join("roost-test"));
+        }
+        let _ = Command::new("ctr")
+            .args(["--address"])
+            .arg(&self.socket)
+            .args(["namespaces", "rm", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
+    let d = sha(bytes);
+    let hex = d.trim_start_matches("sha256:");
+    std::fs::write(layout.join("blobs/sha256").join(hex), bytes).unwrap();
+    (d, bytes.len())
+}
+
+/// The busybox layer: /bin/busybox (Debian's busybox-static) with applet links,
+/// /etc/passwd with `root` and `app` (1000:1000), /tmp, and a /bin/exit3 script.
+pub fn busybox_layer() -> Vec<u8> {
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed (/bin/busybox)");
+    let mut b = tar::Builder::new(Vec::new());
+    let dir = |b: &mut tar::Builder<Vec<u8>>, p: &str, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, p, std::io::empty()).unwrap();
+    };
+    for (p, m) in [
+        ("bin/", 0o755),
+        ("etc/", 0o755),
+        ("tmp/", 0o1777),
+        ("root/", 0o700),
+        ("data/", 0o755),
+    ] {
+        dir(&mut b, p, m);
+    }
+    let file = |b: &mut tar::Builder<Vec<u8>>, p: &str, mode: u32, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, p, data).unwrap();
+    };
+    file(&mut b, "bin/busybox", 0o755, &bb);
+    file(
+        &mut b,
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/tmp:/bin/sh\n",
+    );
+    file(&mut b, "etc/group", 0o644, b"root:x:0:\napp:x:1000:\n");
+    file(
+        &mut b,
+        "bin/exit3",
+        0o755,
+        b"#!/bin/sh\necho to-stdout\necho to-stderr >&2\nexit 3\n",
+    );
+    for applet in [
+        "sh", "sleep", "echo", "cat", "true", "false", "id", "ls", "dd", "head", "tail", "trap",
+        "kill", "yes",
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Write an OCI image layout of the busybox image named `name` into `dir`; returns
+/// the manifest digest.
+pub fn busybox_layout(dir: &Path, name: &str) -> String {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let layer = busybox_layer();
+    let (ld, ls) = put_blob(dir, &layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [ld]},
+    });
+    let (cd, cs) = put_blob(dir, &serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}],
+    });
+    let (md, ms) = put_blob(dir, &serde_json::to_vec(&manifest).unwrap());
+    let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    md
+}
+
+/// Tar up a directory (the layout) into `out`.
+pub fn tar_dir(dir: &Path, out: &Path) {
+    let f = std::fs::File::create(out).unwrap();
+    let mut b = tar::Builder::new(f);
+    b.append_dir_all(".", dir).unwrap();
+    b.finish().unwrap();
+}
+
+/// Import the busybox image as `name` into the namespace (built in a temp dir).
+pub async fn import_busybox(client: &Client, name: &str) {
+    let t = tempfile::tempdir().unwrap();
+    busybox_layout(t.path(), name);
+    client
+        .image_import(t.path(), &roost_container::image::ImportOptions::default())
+        .await
+        .expect("import busybox");
+}
+
+/// A loopback OCI registry (Debian's docker-registry), killed on drop.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Its storage directory.
+    pub root: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Start one on a free port; None (with a message) when docker-registry is missing.
+    pub fn start() -> Option<Registry> {
+        if Command::new("docker-registry")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIP: needs Debian's docker-registry (apt-get install docker-registry)");
+            return None;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = root.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                root.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = Registry { child, addr, root };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&reg.addr).is_ok() {
+                return Some(reg);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("docker-registry did not listen on {}", reg.addr);
+    }
+
+    /// Push an OCI layout into the registry as `repo:tag` with skopeo.
+    pub fn push(&self, layout: &Path, repo_tag: &str) {
+        let st = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}", layout.display()))
+            .arg(format!("docker://{}/{repo_tag}", self.addr))
+            .status()
+            .expect("skopeo is installed");
+        assert!(st.success(), "skopeo copy failed");
+    }
+
+    /// The registry's file holding blob `digest`.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.root
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `RunSpec` for the busybox image with a command.
+pub fn run_spec(
+    id: &str,
+    image: &str,
+    command: &[&str],
+    log: &Path,
+) -> roost_container::spec::RunSpec {
+    roost_container::spec::RunSpec {
+        id: id.to_string(),
+        image: image.to_string(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        cgroup_path: format!("/roost-test/{id}"),
+        log_path: log.to_path_buf(),
+        ..Default::default()
+    }
+}
