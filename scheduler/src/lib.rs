@@ -5,9 +5,11 @@
 //! - [`rt`]: real-time policy and affinity of threads and processes.
 //! - [`probe`]: the cyclictest-style latency probe.
 
+pub mod cgroup;
 pub mod pick;
 pub mod place;
 pub mod request;
+pub mod rt;
 
 #[cfg(test)]
 mod proptests;

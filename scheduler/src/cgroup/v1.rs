@@ -1,0 +1,435 @@
+//! cgroup v1 (legacy or hybrid): one hierarchy per controller, `cpu.rt_runtime_us`
+//! budgets under `CONFIG_RT_GROUP_SCHED`.
+
+use super::{
+    mkdir, mounts, quota_for, read_file, rmdir, shares_for, write, CgroupBackend, CgroupError,
+    CgroupState, Tree, WorkloadGroup, CFS_PERIOD_US,
+};
+use crate::request::Class;
+use roost_host_config::CpuSet;
+use std::path::{Path, PathBuf};
+
+/// The classes under Roost's root, in teardown order.
+const CLASSES: [Class; 3] = [Class::Shared, Class::Dedicated, Class::Rt];
+
+/// cgroup v1 controllers and the name of Roost's tree in each.
+#[derive(Debug, Clone)]
+pub struct V1 {
+    cpu: PathBuf,
+    cpuset: PathBuf,
+    memory: PathBuf,
+    prefix: String,
+}
+
+impl V1 {
+    /// Controllers mounted at the given paths; `prefix` is Roost's directory in each
+    /// (`roost` in production, `roost-test-<pid>` in tests).
+    pub fn new(cpu: PathBuf, cpuset: PathBuf, memory: PathBuf, prefix: &str) -> Self {
+        Self {
+            cpu,
+            cpuset,
+            memory,
+            prefix: prefix.trim_matches('/').to_string(),
+        }
+    }
+
+    /// Find the v1 cpu, cpuset and memory mounts in `proc_root/self/mountinfo`.
+    pub fn discover(proc_root: &Path, prefix: &str) -> Result<Self, CgroupError> {
+        let m = mounts(proc_root);
+        let find = |c: &'static str| -> Result<PathBuf, CgroupError> {
+            m.iter()
+                .find(|(_, fs, opts)| fs == "cgroup" && opts.iter().any(|o| o == c))
+                .map(|(p, _, _)| p.clone())
+                .ok_or_else(|| CgroupError::NoController {
+                    controller: c,
+                    mountinfo: proc_root.join("self/mountinfo"),
+                })
+        };
+        Ok(Self::new(
+            find("cpu")?,
+            find("cpuset")?,
+            find("memory")?,
+            prefix,
+        ))
+    }
+
+    /// Roost's directory name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether the kernel has real-time group scheduling (`cpu.rt_runtime_us`).
+    pub fn has_rt_groups(&self) -> bool {
+        self.cpu.join("cpu.rt_runtime_us").exists()
+    }
+
+    fn rel(&self, parts: &[&str]) -> String {
+        let mut s = self.prefix.clone();
+        for p in parts {
+            s.push('/');
+            s.push_str(p);
+        }
+        s
+    }
+
+    fn set_cpuset(&self, rel: &str, cpus: &CpuSet, mems: &CpuSet) -> Result<(), CgroupError> {
+        let d = self.cpuset.join(rel);
+        mkdir(&d)?;
+        write(&d.join("cpuset.cpus"), &list(cpus))?;
+        write(&d.join("cpuset.mems"), &list(mems))
+    }
+
+    /// Budget of one cpu cgroup: period first (only when it changes), then runtime.
+    fn set_rt(&self, rel: &str, runtime: u64, period: u64) -> Result<(), CgroupError> {
+        if !self.has_rt_groups() {
+            return Ok(());
+        }
+        let d = self.cpu.join(rel);
+        let pfile = d.join("cpu.rt_period_us");
+        let current = std::fs::read_to_string(&pfile).unwrap_or_default();
+        if current.trim() != period.to_string() {
+            // Lower the runtime first so a shorter period never holds more than it.
+            write(&d.join("cpu.rt_runtime_us"), "0")?;
+            write(&pfile, &period.to_string())?;
+        }
+        write(&d.join("cpu.rt_runtime_us"), &runtime.to_string())
+    }
+
+    fn children(&self, class: Class) -> Vec<String> {
+        let d = self.cpu.join(self.rel(&[class.dir()]));
+        let mut names: Vec<String> = std::fs::read_dir(&d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn controllers(&self) -> [&Path; 3] {
+        [&self.cpuset, &self.cpu, &self.memory]
+    }
+}
+
+/// The kernel's list format; empty lists are written as a newline (a zero-length
+/// write never reaches the kernel).
+fn list(s: &CpuSet) -> String {
+    if s.is_empty() {
+        "\n".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+impl CgroupBackend for V1 {
+    fn ensure_tree(&self, tree: &Tree) -> Result<(), CgroupError> {
+        let root = self.rel(&[]);
+        self.set_cpuset(&root, &tree.all, &tree.mems)?;
+        self.set_cpuset(&self.rel(&["platform"]), &tree.platform, &tree.mems)?;
+        self.set_cpuset(&self.rel(&["dedicated"]), &tree.dedicated, &tree.mems)?;
+        self.set_cpuset(&self.rel(&["rt"]), &tree.isolated, &tree.mems)?;
+        mkdir(&self.cpuset.join(self.rel(&["shared"])))?;
+        write(
+            &self.cpuset.join(self.rel(&["shared", "cpuset.mems"])),
+            &list(&tree.mems),
+        )?;
+        self.set_shared_cpus(&tree.shared, &self.children(Class::Shared))?;
+
+        for rel in [
+            root.clone(),
+            self.rel(&["platform"]),
+            self.rel(&["shared"]),
+            self.rel(&["dedicated"]),
+            self.rel(&["rt"]),
+        ] {
+            mkdir(&self.cpu.join(&rel))?;
+            mkdir(&self.memory.join(&rel))?;
+        }
+        // Top-down: Roost's root first, then roost/rt.
+        self.set_rt(&root, tree.rt_budget_us, tree.rt_period_us)?;
+        self.set_rt(&self.rel(&["rt"]), tree.rt_budget_us, tree.rt_period_us)?;
+        tracing::info!(
+            cgroup = %root,
+            platform = %tree.platform,
+            shared = %tree.shared,
+            isolated = %tree.isolated,
+            rt_budget_us = tree.rt_budget_us,
+            "cgroup tree ready"
+        );
+        Ok(())
+    }
+
+    fn apply(&self, g: &WorkloadGroup) -> Result<String, CgroupError> {
+        let rel = self.rel(&[g.class.dir(), &g.name]);
+        let mems = if g.mems.is_empty() {
+            let parent = self.cpuset.join(self.rel(&[g.class.dir(), "cpuset.mems"]));
+            CpuSet::parse(&read_file(&parent)?).unwrap_or_default()
+        } else {
+            g.mems.clone()
+        };
+        self.set_cpuset(&rel, &g.cpus, &mems)?;
+
+        let cpu = self.cpu.join(&rel);
+        mkdir(&cpu)?;
+        match g.class {
+            Class::Shared => {
+                write(
+                    &cpu.join("cpu.shares"),
+                    &shares_for(g.millicores).to_string(),
+                )?;
+                write(&cpu.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+                let quota = quota_for(g.millicores).map_or("-1".to_string(), |q| q.to_string());
+                write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+            }
+            Class::Dedicated => {
+                let shares = (g.cpus.len() as u64 * 1024).max(2);
+                write(&cpu.join("cpu.shares"), &shares.to_string())?;
+                write(&cpu.join("cpu.cfs_quota_us"), "-1")?;
+            }
+            Class::Rt => {
+                if let Some((runtime, period)) = g.rt_budget {
+                    self.set_rt(&rel, runtime, period)?;
+                }
+            }
+        }
+
+        let mem = self.memory.join(&rel);
+        mkdir(&mem)?;
+        let limit = if g.memory_mib > 0 {
+            (g.memory_mib * 1024 * 1024).to_string()
+        } else {
+            "-1".to_string()
+        };
+        write(&mem.join("memory.limit_in_bytes"), &limit)?;
+        tracing::info!(
+            workload = %g.name,
+            cgroup = %rel,
+            cpus = %g.cpus,
+            rt_budget_us = g.rt_budget.map_or(0, |b| b.0),
+            "cgroup applied"
+        );
+        Ok(rel)
+    }
+
+    fn set_shared_cpus(&self, cpus: &CpuSet, workloads: &[String]) -> Result<(), CgroupError> {
+        let parent = self.cpuset.join(self.rel(&["shared"]));
+        let current =
+            CpuSet::parse(&std::fs::read_to_string(parent.join("cpuset.cpus")).unwrap_or_default())
+                .unwrap_or_default();
+        // A child may never hold a CPU its parent lacks: grow the parent first, shrink
+        // it last.
+        write(&parent.join("cpuset.cpus"), &list(&current.union(cpus)))?;
+        for w in workloads {
+            let d = parent.join(w);
+            if d.exists() {
+                write(&d.join("cpuset.cpus"), &list(cpus))?;
+            }
+        }
+        write(&parent.join("cpuset.cpus"), &list(cpus))
+    }
+
+    fn attach(&self, rel: &str, id: u32, thread: bool) -> Result<(), CgroupError> {
+        let file = if thread { "tasks" } else { "cgroup.procs" };
+        // cpuset first so the task never runs outside its CPUs inside its budget;
+        // memory is per process, so a lone thread stays where its process is.
+        for ctrl in [&self.cpuset, &self.cpu] {
+            write(&ctrl.join(rel).join(file), &id.to_string())?;
+        }
+        if !thread {
+            write(&self.memory.join(rel).join(file), &id.to_string())?;
+        }
+        tracing::debug!(cgroup = %rel, id, thread, "attached");
+        Ok(())
+    }
+
+    fn remove(&self, class: Class, name: &str) -> Result<(), CgroupError> {
+        let rel = self.rel(&[class.dir(), name]);
+        let cpu = self.cpu.join(&rel);
+        // Bottom-up: the workload's budget goes before its parent's can shrink.
+        if class == Class::Rt && cpu.exists() && self.has_rt_groups() {
+            if let Err(e) = write(&cpu.join("cpu.rt_runtime_us"), "0") {
+                let tasks = std::fs::read_to_string(cpu.join("tasks")).unwrap_or_default();
+                if !tasks.trim().is_empty() {
+                    return Err(CgroupError::Busy {
+                        path: cpu,
+                        tasks: tasks.split_whitespace().collect::<Vec<_>>().join(","),
+                    });
+                }
+                return Err(e);
+            }
+        }
+        for ctrl in self.controllers() {
+            rmdir(&ctrl.join(&rel), "tasks")?;
+        }
+        tracing::info!(workload = %name, cgroup = %rel, "cgroup removed");
+        Ok(())
+    }
+
+    fn teardown(&self) -> Result<(), CgroupError> {
+        for class in CLASSES {
+            for name in self.children(class) {
+                self.remove(class, &name)?;
+            }
+        }
+        let root = self.rel(&[]);
+        if self.has_rt_groups() {
+            for rel in [self.rel(&["rt"]), root.clone()] {
+                let f = self.cpu.join(&rel).join("cpu.rt_runtime_us");
+                if f.exists() {
+                    write(&f, "0")?;
+                }
+            }
+        }
+        for ctrl in self.controllers() {
+            for sub in ["platform", "shared", "dedicated", "rt"] {
+                rmdir(&ctrl.join(self.rel(&[sub])), "tasks")?;
+            }
+            rmdir(&ctrl.join(&root), "tasks")?;
+        }
+        tracing::info!(cgroup = %root, "cgroup tree removed");
+        Ok(())
+    }
+
+    fn read(&self, rel: &str) -> Result<CgroupState, CgroupError> {
+        let cs = self.cpuset.join(rel);
+        let cpu = self.cpu.join(rel);
+        let mem = self.memory.join(rel);
+        let num = |p: PathBuf| -> Option<i64> {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        };
+        let parse = |p: PathBuf| -> Result<CpuSet, CgroupError> {
+            Ok(CpuSet::parse(&read_file(&p)?).unwrap_or_default())
+        };
+        Ok(CgroupState {
+            cpus: parse(cs.join("cpuset.cpus"))?,
+            mems: parse(cs.join("cpuset.mems"))?,
+            rt_runtime_us: num(cpu.join("cpu.rt_runtime_us")),
+            cpu_weight: num(cpu.join("cpu.shares")).and_then(|v| u64::try_from(v).ok()),
+            cpu_quota_us: num(cpu.join("cpu.cfs_quota_us")).and_then(|v| u64::try_from(v).ok()),
+            // The kernel's "unlimited" is a page-rounded i64::MAX.
+            memory_limit: num(mem.join("memory.limit_in_bytes"))
+                .and_then(|v| u64::try_from(v).ok())
+                .filter(|v| *v < (1 << 62)),
+            tasks: std::fs::read_to_string(cpu.join("tasks"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|t| t.parse().ok())
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Allocation, RtGrant, RtPolicy};
+
+    fn fake() -> (tempfile::TempDir, V1) {
+        let dir = tempfile::tempdir().unwrap();
+        for c in ["cpu", "cpuset", "memory"] {
+            std::fs::create_dir_all(dir.path().join(c)).unwrap();
+        }
+        std::fs::write(dir.path().join("cpu/cpu.rt_runtime_us"), "950000").unwrap();
+        let v = V1::new(
+            dir.path().join("cpu"),
+            dir.path().join("cpuset"),
+            dir.path().join("memory"),
+            "roost",
+        );
+        (dir, v)
+    }
+
+    fn tree() -> Tree {
+        Tree {
+            all: CpuSet::parse("0-3").unwrap(),
+            mems: CpuSet::parse("0").unwrap(),
+            platform: CpuSet::parse("0").unwrap(),
+            shared: CpuSet::parse("1-2").unwrap(),
+            dedicated: CpuSet::parse("1-2").unwrap(),
+            isolated: CpuSet::parse("3").unwrap(),
+            rt_period_us: 1_000_000,
+            rt_budget_us: 900_000,
+        }
+    }
+
+    #[test]
+    fn tree_and_workloads_on_a_fake_hierarchy() {
+        let (dir, v) = fake();
+        v.ensure_tree(&tree()).unwrap();
+        let rd = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(rd("cpuset/roost/cpuset.cpus"), "0-3");
+        assert_eq!(rd("cpuset/roost/rt/cpuset.cpus"), "3");
+        assert_eq!(rd("cpu/roost/cpu.rt_runtime_us"), "900000");
+        assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "900000");
+
+        let a = Allocation {
+            class: Class::Rt,
+            cpus: CpuSet::parse("3").unwrap(),
+            mems: CpuSet::parse("0").unwrap(),
+            millicores: 0,
+            memory_mib: 64,
+            rt: Some(RtGrant {
+                policy: RtPolicy::Fifo,
+                priority: 80,
+                budget_us: 300_000,
+                period_us: 1_000_000,
+            }),
+        };
+        let rel = v
+            .apply(&WorkloadGroup::new("ctl", &a, &CpuSet::new()))
+            .unwrap();
+        assert_eq!(rel, "roost/rt/ctl");
+        let st = v.read(&rel).unwrap();
+        assert_eq!(st.cpus.to_string(), "3");
+        assert_eq!(st.rt_runtime_us, Some(300_000));
+        assert_eq!(st.memory_limit, Some(64 << 20));
+
+        let s = Allocation {
+            class: Class::Shared,
+            cpus: CpuSet::new(),
+            mems: CpuSet::new(),
+            millicores: 500,
+            memory_mib: 0,
+            rt: None,
+        };
+        let rel = v
+            .apply(&WorkloadGroup::new("web", &s, &tree().shared))
+            .unwrap();
+        let st = v.read(&rel).unwrap();
+        assert_eq!(st.cpus.to_string(), "1-2");
+        assert_eq!(st.mems.to_string(), "0");
+        assert_eq!(st.cpu_weight, Some(512));
+        assert_eq!(st.cpu_quota_us, Some(50_000));
+        assert_eq!(st.memory_limit, None);
+
+        v.set_shared_cpus(&CpuSet::parse("1").unwrap(), &["web".to_string()])
+            .unwrap();
+        assert_eq!(rd("cpuset/roost/shared/web/cpuset.cpus"), "1");
+        assert_eq!(rd("cpuset/roost/shared/cpuset.cpus"), "1");
+
+        v.remove(Class::Rt, "ctl").unwrap();
+        assert!(!dir.path().join("cpu/roost/rt/ctl").exists());
+        v.teardown().unwrap();
+        for c in ["cpu", "cpuset", "memory"] {
+            assert!(!dir.path().join(c).join("roost").exists(), "{c}");
+        }
+    }
+
+    #[test]
+    fn discover_needs_all_three_controllers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("self")).unwrap();
+        std::fs::write(
+            dir.path().join("self/mountinfo"),
+            "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             31 25 0:27 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n",
+        )
+        .unwrap();
+        let e = V1::discover(dir.path(), "roost").unwrap_err();
+        assert!(e.to_string().contains("`memory` is not mounted"), "{e}");
+    }
+}
