@@ -2,3 +2,4 @@
 
 pub mod mock;
 pub mod process;
+pub mod container;
