@@ -1,9 +1,16 @@
 //! The per-host daemon: workload spec, store, drivers, supervisor and API.
 
 pub mod admission;
+pub mod api;
+pub mod client;
+pub mod daemon;
 pub mod driver;
-pub mod model;
-pub mod store;
 pub mod drivers;
+pub mod events;
+pub mod model;
+pub mod sched;
+pub mod server;
 pub mod spec;
+pub mod store;
+pub mod supervisor;
 pub mod validate;

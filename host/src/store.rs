@@ -19,7 +19,9 @@ pub const EVENT_RETENTION: u64 = 100_000;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened.
-    #[error("cannot open the store {path}: {reason} (is another `roost host` using this state dir?)")]
+    #[error(
+        "cannot open the store {path}: {reason} (is another `roost host` using this state dir?)"
+    )]
     Open {
         /// The file.
         path: PathBuf,
@@ -135,12 +137,14 @@ impl Store {
         let tx = self.db.begin_read().map_err(io("begin read"))?;
         let t = tx.open_table(WORKLOADS).map_err(io("open workloads"))?;
         match t.get(name).map_err(io("get"))? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| StoreError::Decode {
-                    key: name.to_string(),
-                    reason: e.to_string(),
-                }),
+            Some(v) => {
+                serde_json::from_slice(v.value())
+                    .map(Some)
+                    .map_err(|e| StoreError::Decode {
+                        key: name.to_string(),
+                        reason: e.to_string(),
+                    })
+            }
             None => Ok(None),
         }
     }
@@ -212,5 +216,174 @@ impl Store {
             );
         }
         Ok(out)
+    }
+}
+
+/// One write for the [`Writer`].
+#[derive(Debug)]
+pub enum WriteOp {
+    /// Insert or replace; `durable` asks for an fsync before the reply.
+    Put(Box<WorkloadRecord>, bool),
+    /// Insert if the name is free (durable); replies whether it was inserted.
+    InsertNew(Box<WorkloadRecord>),
+    /// Remove (durable).
+    Remove(String),
+    /// Append events (not durable by themselves).
+    Events(Vec<Event>),
+}
+
+impl WriteOp {
+    fn durable(&self) -> bool {
+        match self {
+            Self::Put(_, d) => *d,
+            Self::InsertNew(_) | Self::Remove(_) => true,
+            Self::Events(_) => false,
+        }
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<bool, String>>;
+
+/// Group commit: one thread owns writing, takes every queued write, applies them in
+/// one transaction (fsync'd if any asks for it) and answers each. 100 concurrent
+/// creates cost a handful of fsyncs, not 100.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: std::sync::mpsc::Sender<(WriteOp, Option<Reply>)>,
+}
+
+impl Writer {
+    /// Start the writer thread over `store`.
+    pub fn spawn(store: Store) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<(WriteOp, Option<Reply>)>();
+        let spawned = std::thread::Builder::new()
+            .name("roost-store".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 512 {
+                        match rx.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                    let results = store.apply(batch.iter().map(|(op, _)| op));
+                    for ((_, reply), res) in batch.into_iter().zip(results) {
+                        if let Some(r) = reply {
+                            let _ = r.send(res);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the store writer thread");
+        }
+        Self { tx }
+    }
+
+    /// Queue a write and wait until it is committed.
+    pub async fn write(&self, op: WriteOp) -> Result<bool, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((op, Some(tx))).map_err(|_| StoreError::Io {
+            op: "write",
+            reason: "the store writer has stopped".into(),
+        })?;
+        rx.await
+            .map_err(|_| StoreError::Io {
+                op: "write",
+                reason: "the store writer dropped the request".into(),
+            })?
+            .map_err(|reason| StoreError::Io {
+                op: "write",
+                reason,
+            })
+    }
+
+    /// Queue a write without waiting.
+    pub fn send(&self, op: WriteOp) {
+        let _ = self.tx.send((op, None));
+    }
+}
+
+impl Store {
+    /// Apply a batch in one transaction; one result per op.
+    fn apply<'a>(
+        &self,
+        ops: impl Iterator<Item = &'a WriteOp> + Clone,
+    ) -> Vec<Result<bool, String>> {
+        let n = ops.clone().count();
+        let durable = ops.clone().any(WriteOp::durable);
+        let run = || -> Result<Vec<Result<bool, String>>, StoreError> {
+            let mut tx = self.db.begin_write().map_err(io("begin"))?;
+            tx.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })
+            .map_err(io("set durability"))?;
+            let mut results = Vec::with_capacity(n);
+            {
+                let mut w = tx.open_table(WORKLOADS).map_err(io("open workloads"))?;
+                let mut ev = tx.open_table(EVENTS).map_err(io("open events"))?;
+                for op in ops {
+                    let r = match op {
+                        WriteOp::Put(rec, _) => serde_json::to_vec(rec)
+                            .map_err(|e| e.to_string())
+                            .and_then(|b| {
+                                w.insert(rec.name(), b.as_slice())
+                                    .map(|_| true)
+                                    .map_err(|e| e.to_string())
+                            }),
+                        WriteOp::InsertNew(rec) => match w.get(rec.name()).map(|v| v.is_some()) {
+                            Ok(true) => Ok(false),
+                            Ok(false) => serde_json::to_vec(rec)
+                                .map_err(|e| e.to_string())
+                                .and_then(|b| {
+                                    w.insert(rec.name(), b.as_slice())
+                                        .map(|_| true)
+                                        .map_err(|e| e.to_string())
+                                }),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        WriteOp::Remove(name) => w
+                            .remove(name.as_str())
+                            .map(|_| true)
+                            .map_err(|e| e.to_string()),
+                        WriteOp::Events(events) => {
+                            let mut res = Ok(true);
+                            for e in events {
+                                let r = serde_json::to_vec(e).map_err(|e| e.to_string()).and_then(
+                                    |b| {
+                                        ev.insert(e.seq, b.as_slice())
+                                            .map(|_| ())
+                                            .map_err(|e| e.to_string())
+                                    },
+                                );
+                                if let Err(e) = r {
+                                    res = Err(e);
+                                }
+                                if e.seq > EVENT_RETENTION && e.seq % 1000 == 0 {
+                                    let cut = e.seq - EVENT_RETENTION;
+                                    if let Err(e) = ev.retain_in(..cut, |_, _| false) {
+                                        res = Err(e.to_string());
+                                    }
+                                }
+                            }
+                            res
+                        }
+                    };
+                    results.push(r);
+                }
+            }
+            tx.commit().map_err(io("commit"))?;
+            Ok(results)
+        };
+        match run() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "store batch failed");
+                (0..n).map(|_| Err(e.to_string())).collect()
+            }
+        }
     }
 }

@@ -173,22 +173,34 @@ fn check(v: &Value, s: &Value, root: &Value, path: &str, out: &mut Vec<FieldErro
     let s = resolve(root, s);
     let shown = if path.is_empty() { "(document)" } else { path };
     // oneOf/anyOf: enums of consts, or Option<T> as [T, null].
-    if let Some(alts) = s.get("oneOf").or_else(|| s.get("anyOf")).and_then(Value::as_array) {
+    if let Some(alts) = s
+        .get("oneOf")
+        .or_else(|| s.get("anyOf"))
+        .and_then(Value::as_array)
+    {
         let consts: Vec<&Value> = alts
             .iter()
             .filter_map(|a| resolve(root, a).get("const"))
             .collect();
         if consts.len() == alts.len() && !consts.is_empty() {
-            if !consts.iter().any(|c| *c == v) {
+            if !consts.contains(&v) {
                 let list: Vec<String> = consts.iter().map(|c| c.to_string()).collect();
                 out.push(err(
                     shown,
-                    format!("{} is not allowed; use one of {}", short(v), list.join(", ")),
+                    format!(
+                        "{} is not allowed; use one of {}",
+                        short(v),
+                        list.join(", ")
+                    ),
                 ));
             }
             return;
         }
-        if v.is_null() && alts.iter().any(|a| a.get("type") == Some(&Value::from("null"))) {
+        if v.is_null()
+            && alts
+                .iter()
+                .any(|a| a.get("type") == Some(&Value::from("null")))
+        {
             return;
         }
         // Check against the first non-null alternative (Option<T>).
@@ -211,7 +223,11 @@ fn check(v: &Value, s: &Value, root: &Value, path: &str, out: &mut Vec<FieldErro
             let list: Vec<String> = e.iter().map(|c| c.to_string()).collect();
             out.push(err(
                 shown,
-                format!("{} is not allowed; use one of {}", short(v), list.join(", ")),
+                format!(
+                    "{} is not allowed; use one of {}",
+                    short(v),
+                    list.join(", ")
+                ),
             ));
         }
         return;
@@ -219,7 +235,10 @@ fn check(v: &Value, s: &Value, root: &Value, path: &str, out: &mut Vec<FieldErro
     if let Some(t) = s.get("type") {
         let ok = match t {
             Value::String(t) => type_matches(t, v),
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(|t| type_matches(t, v)),
+            Value::Array(ts) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|t| type_matches(t, v)),
             _ => true,
         };
         if !ok {
@@ -411,7 +430,10 @@ fn semantic(w: &Workload, out: &mut Vec<FieldError>) {
         ));
     }
     if w.kind != KIND {
-        out.push(err("kind", format!("`{}` is not supported; use `{KIND}`", w.kind)));
+        out.push(err(
+            "kind",
+            format!("`{}` is not supported; use `{KIND}`", w.kind),
+        ));
     }
     let name = &w.metadata.name;
     if !valid_name(name) {
@@ -476,7 +498,10 @@ fn semantic(w: &Workload, out: &mut Vec<FieldError>) {
         }
         for (i, a) in c.command.iter().enumerate() {
             if a.contains('\0') {
-                out.push(err(format!("spec.container.command[{i}]"), "contains a NUL byte"));
+                out.push(err(
+                    format!("spec.container.command[{i}]"),
+                    "contains a NUL byte",
+                ));
             }
         }
         if c.command.first().is_some_and(String::is_empty) {
@@ -487,7 +512,10 @@ fn semantic(w: &Workload, out: &mut Vec<FieldError>) {
         }
         for (i, a) in c.args.iter().enumerate() {
             if a.contains('\0') {
-                out.push(err(format!("spec.container.args[{i}]"), "contains a NUL byte"));
+                out.push(err(
+                    format!("spec.container.args[{i}]"),
+                    "contains a NUL byte",
+                ));
             }
         }
         for k in c.env.keys() {
@@ -509,7 +537,8 @@ fn semantic(w: &Workload, out: &mut Vec<FieldError>) {
         if let Some(u) = &c.user {
             let ok = !u.is_empty()
                 && u.split(':').count() <= 2
-                && u.split(':').all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+                && u.split(':')
+                    .all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
             if !ok {
                 out.push(err(
                     "spec.container.user",
@@ -611,7 +640,9 @@ fn semantic(w: &Workload, out: &mut Vec<FieldError>) {
         } else if crate::admission::parse_millicores(cpu).is_none() {
             out.push(err(
                 "spec.resources.cpu",
-                format!("`{cpu}` is not a CPU amount; use millicores like \"500m\" or cores like \"2\""),
+                format!(
+                    "`{cpu}` is not a CPU amount; use millicores like \"500m\" or cores like \"2\""
+                ),
             ));
         }
     }
@@ -650,10 +681,7 @@ fn semantic(w: &Workload, out: &mut Vec<FieldError>) {
         ));
     }
     if s.stop_grace_seconds.is_some_and(|g| g > 3600) {
-        out.push(err(
-            "spec.stopGraceSeconds",
-            "must be at most 3600 seconds",
-        ));
+        out.push(err("spec.stopGraceSeconds", "must be at most 3600 seconds"));
     }
 }
 
@@ -687,8 +715,14 @@ mod tests {
         ] {
             assert!(fields.contains(&f), "missing {f} in {fields:?}");
         }
-        let cores = e.0.iter().find(|e| e.field == "spec.resources.cores").unwrap();
-        assert_eq!(cores.message, "must be at least 1 when cpuPolicy is dedicated");
+        let cores =
+            e.0.iter()
+                .find(|e| e.field == "spec.resources.cores")
+                .unwrap();
+        assert_eq!(
+            cores.message,
+            "must be at least 1 when cpuPolicy is dedicated"
+        );
     }
 
     #[test]

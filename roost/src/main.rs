@@ -26,6 +26,22 @@ enum Command {
     Vmm(cmd::vmm::VmmArgs),
     /// Measure wake-up latency and response time (a cyclictest-style probe).
     Probe(cmd::probe::ProbeArgs),
+    /// Create or update workloads from a spec file (YAML or JSON).
+    Apply(cmd::client::ApplyArgs),
+    /// List workloads.
+    Ps(cmd::client::PsArgs),
+    /// Show one workload in full.
+    Inspect(cmd::client::InspectArgs),
+    /// Print a workload's output.
+    Logs(cmd::client::LogsArgs),
+    /// Stop a workload (polite stop, grace period, then kill).
+    Stop(cmd::client::NameArgs),
+    /// Start a stopped or ended workload.
+    Start(cmd::client::NameArgs),
+    /// Stop and remove a workload.
+    Rm(cmd::client::NameArgs),
+    /// Print the host's event log (resumable with --cursor).
+    Events(cmd::client::EventsArgs),
     /// Manage container images in containerd (import, pull, ls, rm).
     Image(cmd::image::ImageArgs),
 }
@@ -38,6 +54,14 @@ fn main() -> ExitCode {
         Command::Vmm(a) => cmd::vmm::run(a),
         Command::Probe(a) => cmd::probe::run(a),
         Command::Image(a) => cmd::image::run(a),
+        Command::Apply(a) => cmd::client::apply(a),
+        Command::Ps(a) => cmd::client::ps(a),
+        Command::Inspect(a) => cmd::client::inspect(a),
+        Command::Logs(a) => cmd::client::logs(a),
+        Command::Stop(a) => cmd::client::stop(a),
+        Command::Start(a) => cmd::client::start(a),
+        Command::Rm(a) => cmd::client::rm(a),
+        Command::Events(a) => cmd::client::events(a),
     };
     match result {
         Ok(code) => code,

@@ -75,8 +75,7 @@ impl MockDriver {
         let mut map = HashMap::new();
         if let Ok(rd) = std::fs::read_dir("/proc") {
             for e in rd.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
-                else {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                     continue;
                 };
                 let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -168,7 +167,9 @@ impl Driver for MockDriver {
             reason,
         };
         if m.fail_start {
-            return Err(op("the mock is told to fail its start (mock.failStart)".into()));
+            return Err(op(
+                "the mock is told to fail its start (mock.failStart)".into()
+            ));
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -308,13 +309,12 @@ impl Driver for MockDriver {
                         .unwrap_or_default()
                 }
             };
-            let data = serde_json::to_value(Data { proc, exit_file }).map_err(|e| {
-                DriverError::Op {
+            let data =
+                serde_json::to_value(Data { proc, exit_file }).map_err(|e| DriverError::Op {
                     op: "recover",
                     instance: id.key(),
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             out.push(TaskHandle {
                 id,
                 driver: DriverKind::Mock,

@@ -66,14 +66,10 @@ impl ProcId {
             // SAFETY: `owned` is a valid open pidfd that the AsyncFd owns until it is
             // dropped; OwnedFd::as_raw_fd always returns that same fd.
             if let Ok(afd) = unsafe { AsyncFd::register(owned) } {
-                while self.alive() {
-                    match afd.readable().await {
-                        Ok(mut g) => {
-                            g.clear_ready();
-                            // A pidfd is readable once the process has terminated.
-                            break;
-                        }
-                        Err(_) => break,
+                if self.alive() {
+                    // A pidfd becomes readable once the process has terminated.
+                    if let Ok(mut g) = afd.readable().await {
+                        g.clear_ready();
                     }
                 }
                 reap(self.pid);

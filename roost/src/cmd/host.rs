@@ -1,15 +1,140 @@
-//! `roost host`: the per-host daemon (not built yet).
+//! `roost host`: run the per-host daemon; `roost host info` and `roost host config
+//! check` ask about the host.
 
-use clap::Args;
+use clap::{Args, Subcommand};
+use roost_host::daemon::{self, DaemonError, HostConfig};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct HostArgs {
-    /// State directory (store, logs, sockets).
-    #[arg(long, env = "ROOST_HOME")]
-    pub state_dir: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<HostCmd>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
-pub fn run(_args: HostArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`roost host` is not built yet")
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// Show the host's capacity, allocations and topology (asks the daemon).
+    Info(super::client::InfoArgs),
+    /// Host profile commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the effective CPU partition and any warnings for a host profile.
+    Check {
+        /// Host profile (TOML); without it, the default partition.
+        file: Option<PathBuf>,
+    },
+}
+
+/// Flags of the daemon (each may also come from the config file).
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Config file (TOML; keys as the flags, e.g. `state-dir = "/var/lib/roost"`).
+    #[arg(long, short = 'c', env = "ROOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory (store, logs, run dirs) [default: /var/lib/roost].
+    #[arg(long, env = "ROOST_HOME")]
+    pub state_dir: Option<PathBuf>,
+    /// API socket [default: <state-dir>/roost.sock].
+    #[arg(long, env = "ROOST_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Also serve the API on TCP (requires --tls-cert, --tls-key, --token-file).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// PEM certificate for --listen.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --listen.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// File holding the bearer token TCP clients must send.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// containerd's gRPC socket [default: /run/containerd/containerd.sock].
+    #[arg(long, env = "ROOST_CONTAINERD_SOCKET")]
+    pub containerd_socket: Option<PathBuf>,
+    /// Host profile (CPU partition, reserved memory).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// First restart delay in ms [default: 1000].
+    #[arg(long)]
+    pub restart_backoff_ms: Option<u64>,
+    /// Restart delay cap in ms [default: 60000].
+    #[arg(long)]
+    pub restart_backoff_max_ms: Option<u64>,
+}
+
+/// EX_CONFIG: the configuration is wrong; nothing was bound or started.
+const EXIT_CONFIG: u8 = 64;
+
+pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(HostCmd::Info(a)) => super::client::host_info(a),
+        Some(HostCmd::Config {
+            command: ConfigCmd::Check { file },
+        }) => config_check(file),
+        None => run_daemon(args.daemon),
+    }
+}
+
+fn config_check(_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`roost host config check` is not built yet")
+}
+
+fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let flags = HostConfig {
+        state_dir: a.state_dir,
+        socket: a.socket,
+        listen: a.listen,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
+        token_file: a.token_file,
+        containerd_socket: a.containerd_socket,
+        profile: a.profile,
+        restart_backoff_ms: a.restart_backoff_ms,
+        restart_backoff_max_ms: a.restart_backoff_max_ms,
+    };
+    let file = match &a.config {
+        Some(p) => match HostConfig::from_file(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+        },
+        None => HostConfig::default(),
+    };
+    let cfg = match flags.or(file).validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    super::init_tracing("info");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("roost-host")
+        .build()?;
+    let result = rt.block_on(daemon::run(cfg, |c| {
+        eprintln!("roost host: ready on {}", c.socket.display());
+    }));
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(DaemonError::Config(e)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

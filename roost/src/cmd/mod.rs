@@ -1,6 +1,7 @@
 //! Front ends: each module parses one subcommand's flags and calls a library core.
 
 pub mod central;
+pub mod client;
 pub mod host;
 pub mod image;
 pub mod probe;
@@ -18,7 +19,6 @@ pub fn chain(e: &anyhow::Error) -> String {
     s
 }
 
-#[allow(dead_code)]
 /// Set up `tracing` for a long-running role; `RUST_LOG` overrides the default level.
 pub fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

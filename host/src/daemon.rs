@@ -1,0 +1,317 @@
+//! `roost host`: the daemon's one shape — validate config without binding anything,
+//! build, recover, serve, wait for a signal, drain. Workloads keep running when the
+//! daemon stops: a restart re-adopts them.
+
+use crate::admission::{Admission, CapacityCheck};
+use crate::api::{self, ApiState};
+use crate::driver::Driver;
+use crate::drivers::mock::MockDriver;
+use crate::events::EventBus;
+use crate::server::{self, ServerError, TlsFiles};
+use crate::spec::DriverKind;
+use crate::store::{Store, StoreError, Writer};
+use crate::supervisor::{Supervisor, SupervisorConfig};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default state dir.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/roost";
+
+/// The daemon's settings (config file and flags share these names).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HostConfig {
+    /// Store, logs, run dirs.
+    pub state_dir: Option<PathBuf>,
+    /// API socket (default `<state-dir>/roost.sock`).
+    pub socket: Option<PathBuf>,
+    /// Optional TCP address for the API (needs TLS and a token).
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate for `listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM key for `listen`.
+    pub tls_key: Option<PathBuf>,
+    /// File with the bearer token for `listen`.
+    pub token_file: Option<PathBuf>,
+    /// containerd's gRPC socket.
+    pub containerd_socket: Option<PathBuf>,
+    /// Host profile (CPU partition) file.
+    pub profile: Option<PathBuf>,
+    /// First restart delay, ms (default 1000).
+    pub restart_backoff_ms: Option<u64>,
+    /// Restart delay cap, ms (default 60000).
+    pub restart_backoff_max_ms: Option<u64>,
+}
+
+/// A config problem: the daemon exits 64 without binding anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file is unreadable or invalid.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A setting is wrong.
+    #[error("{field}: {message}")]
+    Field {
+        /// Setting name (flag or config key).
+        field: &'static str,
+        /// What is wrong and the fix.
+        message: String,
+    },
+}
+
+/// Errors while running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad configuration (exit 64).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Binding the API failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl HostConfig {
+    /// Read a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Fill unset fields from `other` (flags win over the file: call on the flags).
+    pub fn or(self, other: HostConfig) -> HostConfig {
+        HostConfig {
+            state_dir: self.state_dir.or(other.state_dir),
+            socket: self.socket.or(other.socket),
+            listen: self.listen.or(other.listen),
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
+            token_file: self.token_file.or(other.token_file),
+            containerd_socket: self.containerd_socket.or(other.containerd_socket),
+            profile: self.profile.or(other.profile),
+            restart_backoff_ms: self.restart_backoff_ms.or(other.restart_backoff_ms),
+            restart_backoff_max_ms: self.restart_backoff_max_ms.or(other.restart_backoff_max_ms),
+        }
+    }
+
+    /// Check everything that can be checked without binding or opening anything.
+    pub fn validate(&self) -> Result<Resolved, ConfigError> {
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(ConfigError::Field {
+                field: "state-dir",
+                message: format!("`{}` must be an absolute path", state_dir.display()),
+            });
+        }
+        let socket = self
+            .socket
+            .clone()
+            .unwrap_or_else(|| state_dir.join("roost.sock"));
+        if socket.as_os_str().len() > 100 {
+            return Err(ConfigError::Field {
+                field: "socket",
+                message: format!(
+                    "`{}` is longer than a Unix socket path may be (~107 bytes); use a shorter path",
+                    socket.display()
+                ),
+            });
+        }
+        let tls = match (self.listen, &self.tls_cert, &self.tls_key, &self.token_file) {
+            (None, None, None, None) => None,
+            (Some(_), Some(c), Some(k), Some(t)) => Some(TlsFiles {
+                cert: c.clone(),
+                key: k.clone(),
+                token_file: t.clone(),
+            }),
+            (None, ..) => {
+                return Err(ConfigError::Field {
+                    field: "listen",
+                    message: "TLS or token settings were given without --listen; add \
+                              --listen ADDR or drop them"
+                        .into(),
+                })
+            }
+            _ => {
+                return Err(ConfigError::Field {
+                    field: "listen",
+                    message: "the TCP API needs TLS and a bearer token: give all of \
+                              --tls-cert, --tls-key and --token-file with --listen"
+                        .into(),
+                })
+            }
+        };
+        let base = self.restart_backoff_ms.unwrap_or(1000);
+        let max = self.restart_backoff_max_ms.unwrap_or(60_000);
+        if base == 0 || max < base {
+            return Err(ConfigError::Field {
+                field: "restart-backoff-ms",
+                message: format!(
+                    "backoff {base} ms with cap {max} ms: the base must be at least 1 and \
+                     at most the cap"
+                ),
+            });
+        }
+        Ok(Resolved {
+            state_dir,
+            socket,
+            listen: self
+                .listen
+                .map(|a| (a, tls))
+                .and_then(|(a, t)| t.map(|t| (a, t))),
+            containerd_socket: self.containerd_socket.clone(),
+            profile: self.profile.clone(),
+            backoff_base: Duration::from_millis(base),
+            backoff_max: Duration::from_millis(max),
+        })
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// State dir.
+    pub state_dir: PathBuf,
+    /// API socket.
+    pub socket: PathBuf,
+    /// TCP API with its TLS files.
+    pub listen: Option<(SocketAddr, TlsFiles)>,
+    /// containerd's socket.
+    pub containerd_socket: Option<PathBuf>,
+    /// Host profile.
+    pub profile: Option<PathBuf>,
+    /// First restart delay.
+    pub backoff_base: Duration,
+    /// Restart delay cap.
+    pub backoff_max: Duration,
+}
+
+/// The drivers this daemon offers, and why the others are missing.
+pub fn build_drivers(cfg: &Resolved) -> (Vec<Arc<dyn Driver>>, HashMap<DriverKind, String>) {
+    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(MockDriver::new(&cfg.state_dir))];
+    let mut missing = HashMap::new();
+    missing.insert(
+        DriverKind::Vm,
+        "the VM driver is not wired into the daemon yet".to_string(),
+    );
+    missing.insert(
+        DriverKind::Container,
+        "the container driver is not wired into the daemon yet".to_string(),
+    );
+    (drivers, missing)
+}
+
+/// The admission backend.
+pub fn build_admission(_cfg: &Resolved) -> Result<Box<dyn Admission>, DaemonError> {
+    Ok(Box::new(CapacityCheck::for_this_host()))
+}
+
+/// Run the daemon until SIGINT/SIGTERM. `ready` is called once the API answers.
+pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+        DaemonError::Other(format!(
+            "cannot create the state dir {}: {e}",
+            cfg.state_dir.display()
+        ))
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let store = Store::open(&cfg.state_dir.join("roost.redb"))?;
+    let writer = Writer::spawn(store.clone());
+    let events = EventBus::new(store.clone(), writer.clone())?;
+    let (drivers, missing) = build_drivers(&cfg);
+    let admission = build_admission(&cfg)?;
+    let mut scfg = SupervisorConfig::new(cfg.state_dir.clone());
+    scfg.backoff_base = cfg.backoff_base;
+    scfg.backoff_max = cfg.backoff_max;
+    let sup = Supervisor::new(scfg, drivers, missing, admission, writer, events);
+    // Bind before recovering, so a second daemon on the same socket fails fast
+    // (the store lock already stops a second daemon on the same state dir).
+    let unix = server::bind_unix(&cfg.socket).await?;
+    let tcp = match &cfg.listen {
+        Some((addr, files)) => {
+            let (acceptor, token) = server::load_tls(files)?;
+            Some((server::TlsListener::bind(*addr, acceptor).await?, token))
+        }
+        None => None,
+    };
+    sup.recover(store.list()?).await;
+    let state = ApiState::new(Arc::clone(&sup));
+    let router = api::router(Arc::clone(&state));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    {
+        let mut rx = stop_rx.clone();
+        let r = router.clone();
+        servers.spawn(async move {
+            let _ = axum::serve(unix, r)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+    if let Some((l, token)) = tcp {
+        let mut rx = stop_rx.clone();
+        let r = server::require_token(router, token);
+        servers.spawn(async move {
+            let _ = axum::serve(l, r)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+    tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), "roost host ready");
+    ready(&cfg);
+    wait_for_signal().await;
+    tracing::info!("shutting down; workloads keep running");
+    let _ = stop_tx.send(true);
+    // Drain open requests (log follows and event streams are cut after the timeout).
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

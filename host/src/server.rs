@@ -1,0 +1,192 @@
+//! Binding the API: a Unix socket (mode 0600) always; TCP only with TLS and a bearer
+//! token, and the daemon refuses to start with one but not the others.
+
+use axum::Router;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// Errors binding the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Another daemon answers on the socket.
+    #[error(
+        "another daemon is already listening on {0}; stop it, or use --socket for another path"
+    )]
+    InUse(PathBuf),
+    /// The socket could not be bound.
+    #[error("cannot listen on {path}: {reason}")]
+    Bind {
+        /// Socket path or address.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// TLS material is missing or unreadable.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// Bind the Unix socket, replacing a stale one, with mode 0600.
+pub async fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ServerError::InUse(path.to_path_buf()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::Bind {
+            path: path.display().to_string(),
+            reason: format!("cannot create {}: {e}", dir.display()),
+        })?;
+    }
+    let l = UnixListener::bind(path).map_err(|e| ServerError::Bind {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        ServerError::Bind {
+            path: path.display().to_string(),
+            reason: format!("chmod 0600: {e}"),
+        }
+    })?;
+    Ok(l)
+}
+
+/// TLS settings for the TCP listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// File holding the bearer token clients must send.
+    pub token_file: PathBuf,
+}
+
+/// Load the TLS acceptor and the token.
+pub fn load_tls(files: &TlsFiles) -> Result<(TlsAcceptor, String), ServerError> {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let read = |p: &Path, what: &str| {
+        std::fs::read(p)
+            .map_err(|e| ServerError::Tls(format!("cannot read the {what} {}: {e}", p.display())))
+    };
+    let cert_pem = read(&files.cert, "certificate")?;
+    let key_pem = read(&files.key, "key")?;
+    let token = String::from_utf8(read(&files.token_file, "token file")?)
+        .map_err(|_| ServerError::Tls("the token file is not UTF-8".into()))?
+        .trim()
+        .to_string();
+    if token.len() < 16 {
+        return Err(ServerError::Tls(format!(
+            "the token in {} is shorter than 16 characters; use a long random token",
+            files.token_file.display()
+        )));
+    }
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            ServerError::Tls(format!("bad certificate PEM {}: {e}", files.cert.display()))
+        })?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "no certificate found in {}",
+            files.cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ServerError::Tls(format!("bad key PEM {}: {e}", files.key.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("no private key in {}", files.key.display())))?;
+    let cfg = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(format!("certificate and key do not fit: {e}")))?;
+    Ok((TlsAcceptor::from(Arc::new(cfg)), token))
+}
+
+/// A TCP listener that hands out TLS streams (handshakes that fail are dropped).
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsListener {
+    /// Bind `addr`.
+    pub async fn bind(
+        addr: std::net::SocketAddr,
+        acceptor: TlsAcceptor,
+    ) -> Result<Self, ServerError> {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::Bind {
+                path: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { tcp, acceptor })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((s, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let hs =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.acceptor.accept(s))
+                    .await;
+            match hs {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Wrap a router so every request must carry `Authorization: Bearer <token>`.
+pub fn require_token(router: Router, token: String) -> Router {
+    let token = Arc::new(token);
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = Arc::clone(&token);
+            async move {
+                let ok = req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+                if ok {
+                    next.run(req).await
+                } else {
+                    use axum::response::IntoResponse;
+                    crate::api::ApiError::new(
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        "missing or wrong bearer token; send `Authorization: Bearer <token>`",
+                    )
+                    .into_response()
+                }
+            }
+        },
+    ))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

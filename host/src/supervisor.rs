@@ -1,0 +1,901 @@
+//! The supervisor: one actor per workload reconciles what the user wants (`desired`)
+//! with what runs, through the drivers. Restart policies with capped exponential
+//! backoff; stop = polite, grace, kill; an event for every transition; recovery of
+//! running instances after a daemon restart, never two copies of one workload.
+
+use crate::admission::Admission;
+use crate::driver::{Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle};
+use crate::events::EventBus;
+use crate::model::{now_ms, Desired, Phase, Status, WorkloadRecord};
+use crate::spec::{DriverKind, RestartPolicy, Workload};
+use crate::store::{StoreError, WriteOp, Writer};
+use crate::validate::FieldError;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Supervisor settings.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// The daemon's state dir (run dirs and logs live below it).
+    pub state_dir: PathBuf,
+    /// First restart delay.
+    pub backoff_base: Duration,
+    /// Restart delay cap.
+    pub backoff_max: Duration,
+    /// A run at least this long resets the backoff.
+    pub stable_after: Duration,
+    /// Grace between polite stop and kill when the spec does not say.
+    pub default_grace: Duration,
+}
+
+impl SupervisorConfig {
+    /// Defaults under `state_dir`: backoff 1 s doubling to 60 s, reset after 10 s of
+    /// running, 10 s grace.
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self {
+            state_dir,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            stable_after: Duration::from_secs(10),
+            default_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why an operation was refused; the API maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// No such workload (404).
+    #[error("workload `{0}` not found; `roost ps` lists the workloads")]
+    NotFound(String),
+    /// The name is taken (409).
+    #[error("workload `{0}` already exists; pick another name, or `roost rm {0}` first")]
+    Conflict(String),
+    /// The spec is wrong (422).
+    #[error("invalid workload spec")]
+    Invalid(Vec<FieldError>),
+    /// The scheduler said no (422).
+    #[error("not admitted: {0}")]
+    NotAdmitted(String),
+    /// The driver the spec names is not there (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store failed (500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The daemon is shutting down (503).
+    #[error("the daemon is shutting down; try again when it is back")]
+    ShuttingDown,
+}
+
+enum Msg {
+    Exited {
+        instance: u64,
+        info: ExitInfo,
+    },
+    Desire(Desired, oneshot::Sender<WorkloadRecord>),
+    Replace(
+        Box<Workload>,
+        Option<crate::driver::Placement>,
+        oneshot::Sender<WorkloadRecord>,
+    ),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Instances started.
+    pub starts: AtomicU64,
+    /// Restarts after an exit.
+    pub restarts: AtomicU64,
+    /// Start failures.
+    pub start_failures: AtomicU64,
+    /// Instances re-adopted after a daemon restart.
+    pub adopted: AtomicU64,
+    /// Extra copies found and removed at recovery.
+    pub duplicates_removed: AtomicU64,
+}
+
+/// The supervisor. Cheap to share (`Arc`).
+pub struct Supervisor {
+    cfg: SupervisorConfig,
+    drivers: HashMap<DriverKind, Arc<dyn Driver>>,
+    unavailable: HashMap<DriverKind, String>,
+    admission: Mutex<Box<dyn Admission>>,
+    writer: Writer,
+    /// The event log.
+    pub events: EventBus,
+    records: RwLock<BTreeMap<String, WorkloadRecord>>,
+    actors: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    reserved: Mutex<HashSet<String>>,
+    /// Counters for metrics.
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// What the actor should do next (kube-rs style: a pure function of the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Start a new instance.
+    Start,
+    /// Stop the running instance.
+    Stop,
+    /// Nothing runs and nothing should: settle the phase to `stopped`.
+    MarkStopped,
+    /// Remove the workload for good.
+    Finalize,
+    /// Wait for a message, or until the given Unix ms.
+    Wait(Option<u64>),
+}
+
+/// Decide the next step for a record at time `now` (Unix ms).
+pub fn reconcile(rec: &WorkloadRecord, now: u64) -> Action {
+    let st = &rec.status;
+    let running = st.handle.is_some();
+    match rec.desired {
+        Desired::Deleted if running => Action::Stop,
+        Desired::Deleted => Action::Finalize,
+        Desired::Stopped if running => Action::Stop,
+        Desired::Stopped => match st.phase {
+            Phase::Pending | Phase::Backoff | Phase::Starting | Phase::Running => {
+                Action::MarkStopped
+            }
+            _ => Action::Wait(None),
+        },
+        Desired::Running => match st.phase {
+            Phase::Pending => Action::Start,
+            Phase::Starting | Phase::Running if !running => Action::Start,
+            Phase::Backoff => match st.next_restart_at_ms {
+                Some(t) if t > now => Action::Wait(Some(t)),
+                _ => Action::Start,
+            },
+            _ => Action::Wait(None),
+        },
+    }
+}
+
+/// Restart delay after `failures` consecutive failures: base·2^(n-1), capped.
+pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
+    let shift = failures.saturating_sub(1).min(20);
+    base.saturating_mul(1u32 << shift).min(max)
+}
+
+impl Supervisor {
+    /// A supervisor over the given drivers; `unavailable` names drivers that could not
+    /// be set up, with the reason (reported when a spec asks for them).
+    pub fn new(
+        cfg: SupervisorConfig,
+        drivers: Vec<Arc<dyn Driver>>,
+        unavailable: HashMap<DriverKind, String>,
+        admission: Box<dyn Admission>,
+        writer: Writer,
+        events: EventBus,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            drivers: drivers.into_iter().map(|d| (d.kind(), d)).collect(),
+            unavailable,
+            admission: Mutex::new(admission),
+            writer,
+            events,
+            records: RwLock::new(BTreeMap::new()),
+            actors: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+        })
+    }
+
+    fn driver(&self, kind: DriverKind) -> Result<Arc<dyn Driver>, SupervisorError> {
+        self.drivers.get(&kind).cloned().ok_or_else(|| {
+            SupervisorError::Unavailable(format!(
+                "driver `{}` is not available on this host: {}",
+                kind.as_str(),
+                self.unavailable
+                    .get(&kind)
+                    .map(String::as_str)
+                    .unwrap_or("it is not built into this daemon yet")
+            ))
+        })
+    }
+
+    /// Every workload, by name.
+    pub fn list(&self) -> Vec<WorkloadRecord> {
+        match self.records.read() {
+            Ok(r) => r.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        }
+    }
+
+    /// One workload.
+    pub fn get(&self, name: &str) -> Result<WorkloadRecord, SupervisorError> {
+        let r = match self.records.read() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        r.get(name)
+            .cloned()
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))
+    }
+
+    /// Admission's view of the host.
+    pub fn capacity(&self) -> crate::admission::HostCapacity {
+        lock(&self.admission).capacity()
+    }
+
+    /// Log file of a workload.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.cfg.state_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    fn cache(&self, rec: &WorkloadRecord) {
+        let mut r = match self.records.write() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        r.insert(rec.name().to_string(), rec.clone());
+    }
+
+    fn uncache(&self, name: &str) {
+        let mut r = match self.records.write() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        r.remove(name);
+    }
+
+    /// Accept a new workload: driver checks, admission, durable store, then start.
+    pub async fn create(self: &Arc<Self>, w: Workload) -> Result<WorkloadRecord, SupervisorError> {
+        let name = w.metadata.name.clone();
+        {
+            let exists = self.get(&name).is_ok();
+            let mut res = lock(&self.reserved);
+            if exists || !res.insert(name.clone()) {
+                return Err(SupervisorError::Conflict(name));
+            }
+        }
+        let out = self.create_reserved(w).await;
+        lock(&self.reserved).remove(&name);
+        out
+    }
+
+    async fn create_reserved(
+        self: &Arc<Self>,
+        w: Workload,
+    ) -> Result<WorkloadRecord, SupervisorError> {
+        let name = w.metadata.name.clone();
+        let driver = self.driver(w.spec.driver)?;
+        driver
+            .prepare(&name, &w.spec)
+            .await
+            .map_err(|e| driver_error_to_supervisor(e, &name))?;
+        let placement = lock(&self.admission)
+            .admit(&name, &w.spec)
+            .map_err(|r| SupervisorError::NotAdmitted(r.reason))?;
+        let rec = WorkloadRecord {
+            workload: w,
+            desired: Desired::Running,
+            generation: 1,
+            placement: Some(placement),
+            status: Status::default(),
+            created_at_ms: now_ms(),
+        };
+        match self
+            .writer
+            .write(WriteOp::InsertNew(Box::new(rec.clone())))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                lock(&self.admission).release(&name);
+                return Err(SupervisorError::Conflict(name));
+            }
+            Err(e) => {
+                lock(&self.admission).release(&name);
+                return Err(e.into());
+            }
+        }
+        self.cache(&rec);
+        self.events.emit(
+            &name,
+            None,
+            "created",
+            format!("accepted (driver {})", rec.workload.spec.driver.as_str()),
+        );
+        self.spawn_actor(rec.clone());
+        Ok(rec)
+    }
+
+    /// Create or update to match `w`; unchanged specs are left alone. Returns the
+    /// record and what happened (`created`, `updated`, `unchanged`).
+    pub async fn apply(
+        self: &Arc<Self>,
+        w: Workload,
+    ) -> Result<(WorkloadRecord, &'static str), SupervisorError> {
+        let name = w.metadata.name.clone();
+        let Ok(cur) = self.get(&name) else {
+            return match self.create(w.clone()).await {
+                Ok(r) => Ok((r, "created")),
+                // Lost a race with another create of the same name: apply again.
+                Err(SupervisorError::Conflict(_)) => {
+                    let cur = self.get(&name)?;
+                    if cur.workload == w {
+                        Ok((cur, "unchanged"))
+                    } else {
+                        Err(SupervisorError::Conflict(name))
+                    }
+                }
+                Err(e) => Err(e),
+            };
+        };
+        if cur.workload == w {
+            return Ok((cur, "unchanged"));
+        }
+        let driver = self.driver(w.spec.driver)?;
+        driver
+            .prepare(&name, &w.spec)
+            .await
+            .map_err(|e| driver_error_to_supervisor(e, &name))?;
+        let placement = {
+            let mut adm = lock(&self.admission);
+            adm.release(&name);
+            match adm.admit(&name, &w.spec) {
+                Ok(p) => p,
+                Err(r) => {
+                    if let Some(old) = &cur.placement {
+                        let _ = adm.restore(&name, old);
+                    }
+                    return Err(SupervisorError::NotAdmitted(r.reason));
+                }
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        self.send(&name, Msg::Replace(Box::new(w), Some(placement), tx))?;
+        let rec = rx.await.map_err(|_| SupervisorError::ShuttingDown)?;
+        Ok((rec, "updated"))
+    }
+
+    fn send(&self, name: &str, msg: Msg) -> Result<(), SupervisorError> {
+        let actors = lock(&self.actors);
+        let tx = actors
+            .get(name)
+            .ok_or_else(|| SupervisorError::NotFound(name.to_string()))?;
+        tx.send(msg).map_err(|_| SupervisorError::ShuttingDown)
+    }
+
+    /// Set what the user wants and wait until the workload has settled.
+    pub async fn set_desired(
+        &self,
+        name: &str,
+        desired: Desired,
+    ) -> Result<WorkloadRecord, SupervisorError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(name, Msg::Desire(desired, tx))?;
+        rx.await.map_err(|_| SupervisorError::ShuttingDown)
+    }
+
+    fn spawn_actor(self: &Arc<Self>, rec: WorkloadRecord) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.actors).insert(rec.name().to_string(), tx.clone());
+        let actor = Actor {
+            sup: Arc::clone(self),
+            rec,
+            rx,
+            tx,
+            replies: Vec::new(),
+        };
+        tokio::spawn(actor.run());
+    }
+
+    /// Daemon start: load every record, re-adopt what still runs (one copy each),
+    /// restart what died while the daemon was away, and start the actors.
+    pub async fn recover(self: &Arc<Self>, records: Vec<WorkloadRecord>) {
+        for mut rec in records {
+            let name = rec.name().to_string();
+            if let Some(p) = &rec.placement {
+                if let Err(r) = lock(&self.admission).restore(&name, p) {
+                    tracing::warn!(workload = %name, reason = %r, "allocation not restored");
+                }
+            }
+            if let Ok(driver) = self.driver(rec.workload.spec.driver) {
+                self.recover_one(&driver, &mut rec).await;
+            } else {
+                rec.status.message = Some(format!(
+                    "driver `{}` is not available on this host",
+                    rec.workload.spec.driver.as_str()
+                ));
+            }
+            self.writer.send(WriteOp::Put(Box::new(rec.clone()), false));
+            self.cache(&rec);
+            self.spawn_actor(rec);
+        }
+        self.events
+            .emit("", None, "daemon-started", "recovery finished".into());
+    }
+
+    async fn recover_one(&self, driver: &Arc<dyn Driver>, rec: &mut WorkloadRecord) {
+        let name = rec.name().to_string();
+        let known = rec.status.handle.clone();
+        let mut alive = match driver.recover(&name, known.as_ref()).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(workload = %name, error = %e, "recover failed");
+                Vec::new()
+            }
+        };
+        alive.sort_by_key(|h| h.id.instance);
+        if let Some(keep) = alive.pop() {
+            // Never two copies: keep the newest, remove the rest.
+            for extra in alive {
+                self.counters
+                    .duplicates_removed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.events.emit(
+                    &name,
+                    Some(extra.id.instance),
+                    "duplicate-removed",
+                    "an older copy was still running; removed it".into(),
+                );
+                let _ = driver.destroy(&extra).await;
+            }
+            self.counters.adopted.fetch_add(1, Ordering::Relaxed);
+            rec.status.instance = rec.status.instance.max(keep.id.instance);
+            let inst = keep.id.instance;
+            rec.status.handle = Some(keep);
+            rec.status.phase = Phase::Running;
+            rec.status.started_at_ms.get_or_insert(now_ms());
+            self.events.emit(
+                &name,
+                Some(inst),
+                "adopted",
+                "still running after a daemon restart; re-attached".into(),
+            );
+            return;
+        }
+        if let Some(h) = known {
+            // It ended while nobody watched.
+            let info = match driver.inspect(&h).await {
+                Ok(crate::driver::TaskState::Exited(i)) => i,
+                _ => ExitInfo {
+                    code: None,
+                    signal: None,
+                    reason: "lost".into(),
+                    message: Some("ended while the daemon was not running".into()),
+                },
+            };
+            let _ = driver.destroy(&h).await;
+            rec.status.handle = None;
+            rec.status.finished_at_ms = Some(now_ms());
+            self.events.emit(
+                &name,
+                Some(h.id.instance),
+                "exited",
+                format!("ended while the daemon was away ({})", describe_exit(&info)),
+            );
+            let restart = wants_restart(rec.workload.spec.restart_policy, &info);
+            rec.status.last_exit = Some(info.clone());
+            if rec.desired == Desired::Running && restart {
+                // Come back at once: this is the offline-reboot case.
+                rec.status.phase = Phase::Backoff;
+                rec.status.next_restart_at_ms = Some(now_ms());
+                rec.status.message = Some("restarting after a daemon restart".into());
+            } else {
+                rec.status.phase = if info.success() {
+                    Phase::Exited
+                } else {
+                    Phase::Failed
+                };
+            }
+        } else if matches!(rec.status.phase, Phase::Starting | Phase::Running) {
+            rec.status.phase = Phase::Pending;
+        }
+    }
+}
+
+fn driver_error_to_supervisor(e: DriverError, _name: &str) -> SupervisorError {
+    match e {
+        DriverError::Spec { field, message } => {
+            SupervisorError::Invalid(vec![FieldError { field, message }])
+        }
+        DriverError::Unavailable { .. } => SupervisorError::Unavailable(e.to_string()),
+        DriverError::Op { .. } => SupervisorError::Unavailable(e.to_string()),
+    }
+}
+
+fn wants_restart(policy: RestartPolicy, info: &ExitInfo) -> bool {
+    match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => !info.success(),
+        RestartPolicy::Never => false,
+    }
+}
+
+/// One line about how an instance ended.
+pub fn describe_exit(i: &ExitInfo) -> String {
+    let mut s = i.reason.clone();
+    if let Some(c) = i.code {
+        s.push_str(&format!(", code {c}"));
+    }
+    if let Some(sig) = i.signal {
+        s.push_str(&format!(", signal {sig}"));
+    }
+    if let Some(m) = &i.message {
+        s.push_str(&format!(": {m}"));
+    }
+    s
+}
+
+struct Actor {
+    sup: Arc<Supervisor>,
+    rec: WorkloadRecord,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    tx: mpsc::UnboundedSender<Msg>,
+    replies: Vec<oneshot::Sender<WorkloadRecord>>,
+}
+
+impl Actor {
+    fn name(&self) -> String {
+        self.rec.name().to_string()
+    }
+
+    fn save(&mut self, durable: bool) {
+        self.sup.cache(&self.rec);
+        self.sup
+            .writer
+            .send(WriteOp::Put(Box::new(self.rec.clone()), durable));
+    }
+
+    fn emit(&self, kind: &str, message: String) {
+        let inst = (self.rec.status.instance > 0).then_some(self.rec.status.instance);
+        self.sup.events.emit(self.rec.name(), inst, kind, message);
+    }
+
+    async fn run(mut self) {
+        if let Some(h) = self.rec.status.handle.clone() {
+            self.watch(h);
+        }
+        loop {
+            match reconcile(&self.rec, now_ms()) {
+                Action::Start => self.start().await,
+                Action::Stop => self.stop().await,
+                Action::MarkStopped => {
+                    self.rec.status.phase = Phase::Stopped;
+                    self.rec.status.next_restart_at_ms = None;
+                    self.save(false);
+                    self.emit("stopped", "stopped on request".into());
+                }
+                Action::Finalize => {
+                    self.finalize().await;
+                    return;
+                }
+                Action::Wait(until) => {
+                    self.flush_replies();
+                    let msg = match until {
+                        Some(t) => {
+                            let d = Duration::from_millis(t.saturating_sub(now_ms()));
+                            match tokio::time::timeout(d, self.rx.recv()).await {
+                                Ok(m) => m,
+                                Err(_) => continue,
+                            }
+                        }
+                        None => self.rx.recv().await,
+                    };
+                    match msg {
+                        Some(m) => self.handle(m).await,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush_replies(&mut self) {
+        for r in self.replies.drain(..) {
+            let _ = r.send(self.rec.clone());
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Exited { instance, info } => {
+                if instance == self.rec.status.instance && self.rec.status.handle.is_some() {
+                    self.on_exit(info).await;
+                }
+            }
+            Msg::Desire(d, reply) => {
+                self.replies.push(reply);
+                if d == self.rec.desired && d != Desired::Running {
+                    return;
+                }
+                match d {
+                    Desired::Running => {
+                        if matches!(
+                            self.rec.status.phase,
+                            Phase::Exited | Phase::Failed | Phase::Stopped | Phase::Backoff
+                        ) && self.rec.status.handle.is_none()
+                        {
+                            self.rec.status.phase = Phase::Pending;
+                            self.rec.status.consecutive_failures = 0;
+                            self.rec.status.next_restart_at_ms = None;
+                        }
+                    }
+                    Desired::Deleted => self.emit("deleting", "removal requested".into()),
+                    Desired::Stopped => {}
+                }
+                self.rec.desired = d;
+                self.save(true);
+            }
+            Msg::Replace(w, placement, reply) => {
+                self.replies.push(reply);
+                if self.rec.status.handle.is_some() {
+                    self.stop().await;
+                }
+                self.rec.workload = *w;
+                self.rec.placement = placement;
+                self.rec.generation += 1;
+                self.rec.desired = Desired::Running;
+                self.rec.status.phase = Phase::Pending;
+                self.rec.status.consecutive_failures = 0;
+                self.rec.status.next_restart_at_ms = None;
+                self.save(true);
+                self.emit(
+                    "updated",
+                    format!("spec changed (generation {})", self.rec.generation),
+                );
+            }
+        }
+    }
+
+    fn watch(&self, h: TaskHandle) {
+        let Ok(driver) = self.sup.driver(h.driver) else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let instance = h.id.instance;
+            let info = match driver.wait(&h).await {
+                Ok(i) => i,
+                Err(e) => ExitInfo {
+                    code: None,
+                    signal: None,
+                    reason: "lost".into(),
+                    message: Some(format!("waiting on it failed: {e}")),
+                },
+            };
+            let _ = tx.send(Msg::Exited { instance, info });
+        });
+    }
+
+    async fn start(&mut self) {
+        let name = self.name();
+        let driver = match self.sup.driver(self.rec.workload.spec.driver) {
+            Ok(d) => d,
+            Err(e) => {
+                self.rec.status.phase = Phase::Failed;
+                self.rec.status.message = Some(e.to_string());
+                self.save(false);
+                self.emit("failed", e.to_string());
+                return;
+            }
+        };
+        let instance = self.rec.status.instance + 1;
+        let was_restart = instance > 1;
+        self.rec.status.instance = instance;
+        self.rec.status.phase = Phase::Starting;
+        self.rec.status.next_restart_at_ms = None;
+        self.save(false);
+        self.emit("starting", format!("starting instance {instance}"));
+        let run_dir = self
+            .sup
+            .cfg
+            .state_dir
+            .join("run")
+            .join(&name)
+            .join(instance.to_string());
+        let log_path = self.sup.log_path(&name);
+        let prep = std::fs::create_dir_all(&run_dir)
+            .and_then(|_| std::fs::create_dir_all(self.sup.cfg.state_dir.join("logs")));
+        let result = match prep {
+            Ok(()) => {
+                let req = StartRequest {
+                    id: InstanceId {
+                        workload: name.clone(),
+                        instance,
+                    },
+                    spec: self.rec.workload.spec.clone(),
+                    placement: self.rec.placement.clone().unwrap_or_default(),
+                    log_path,
+                    run_dir,
+                };
+                driver.start(&req).await
+            }
+            Err(e) => Err(DriverError::Op {
+                op: "start",
+                instance: format!("{name}-{instance}"),
+                reason: format!("cannot create the run dir: {e}"),
+            }),
+        };
+        self.sup.counters.starts.fetch_add(1, Ordering::Relaxed);
+        if was_restart {
+            self.sup.counters.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        match result {
+            Ok(h) => {
+                self.rec.status.handle = Some(h.clone());
+                self.rec.status.phase = Phase::Running;
+                self.rec.status.started_at_ms = Some(now_ms());
+                self.rec.status.message = None;
+                self.save(false);
+                self.emit("running", format!("instance {instance} running"));
+                self.watch(h);
+            }
+            Err(e) => {
+                self.sup
+                    .counters
+                    .start_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.emit("start-failed", e.to_string());
+                self.rec.status.started_at_ms = Some(now_ms());
+                let info = ExitInfo {
+                    code: None,
+                    signal: None,
+                    reason: "start-failed".into(),
+                    message: Some(e.to_string()),
+                };
+                self.after_end(info);
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, info: ExitInfo) {
+        if let Some(h) = self.rec.status.handle.take() {
+            if let Ok(d) = self.sup.driver(h.driver) {
+                if let Err(e) = d.destroy(&h).await {
+                    tracing::warn!(workload = %self.name(), error = %e, "destroy after exit failed");
+                }
+            }
+            self.remove_old_run_dirs(h.id.instance);
+        }
+        self.emit("exited", describe_exit(&info));
+        self.after_end(info);
+    }
+
+    /// Decide restart or rest after an instance ended (or failed to start).
+    fn after_end(&mut self, info: ExitInfo) {
+        let cfg = &self.sup.cfg;
+        let now = now_ms();
+        let st = &mut self.rec.status;
+        st.handle = None;
+        st.finished_at_ms = Some(now);
+        let ran = now.saturating_sub(st.started_at_ms.unwrap_or(now));
+        if ran >= cfg.stable_after.as_millis() as u64 {
+            st.consecutive_failures = 0;
+        }
+        let restart = self.rec.desired == Desired::Running
+            && wants_restart(self.rec.workload.spec.restart_policy, &info);
+        st.last_exit = Some(info.clone());
+        if restart {
+            st.consecutive_failures += 1;
+            st.restarts += 1;
+            let delay = backoff(cfg.backoff_base, cfg.backoff_max, st.consecutive_failures);
+            st.phase = Phase::Backoff;
+            st.next_restart_at_ms = Some(now + delay.as_millis() as u64);
+            st.message = Some(format!("restarting in {} ms", delay.as_millis()));
+            let msg = format!(
+                "restart {} in {} ms ({} failure(s) in a row)",
+                st.restarts,
+                delay.as_millis(),
+                st.consecutive_failures
+            );
+            self.save(false);
+            self.emit("backoff", msg);
+        } else {
+            st.phase = if self.rec.desired != Desired::Running {
+                Phase::Stopped
+            } else if info.success() {
+                Phase::Exited
+            } else {
+                Phase::Failed
+            };
+            st.message = info.message.clone();
+            let kind = st.phase.as_str();
+            self.save(false);
+            self.emit(kind, describe_exit(&info));
+        }
+    }
+
+    async fn stop(&mut self) {
+        let Some(h) = self.rec.status.handle.clone() else {
+            return;
+        };
+        let grace = self
+            .rec
+            .workload
+            .spec
+            .stop_grace_seconds
+            .map(|s| Duration::from_secs(u64::from(s)))
+            .unwrap_or(self.sup.cfg.default_grace);
+        self.rec.status.phase = Phase::Stopping;
+        self.save(false);
+        self.emit(
+            "stopping",
+            format!("stopping (grace {} s)", grace.as_secs()),
+        );
+        if let Ok(d) = self.sup.driver(h.driver) {
+            if let Err(e) = d.stop(&h, grace).await {
+                tracing::warn!(workload = %self.name(), error = %e, "stop failed; destroying");
+            }
+            if let Err(e) = d.destroy(&h).await {
+                tracing::warn!(workload = %self.name(), error = %e, "destroy failed");
+            }
+        }
+        self.remove_old_run_dirs(h.id.instance);
+        let st = &mut self.rec.status;
+        st.handle = None;
+        st.finished_at_ms = Some(now_ms());
+        st.phase = Phase::Stopped;
+        st.message = Some("stopped on request".into());
+        self.save(false);
+        self.emit("stopped", "stopped on request".into());
+    }
+
+    /// Keep the newest run dir (for post-mortems), drop older ones.
+    fn remove_old_run_dirs(&self, keep: u64) {
+        let dir = self.sup.cfg.state_dir.join("run").join(self.rec.name());
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
+                    if n < keep {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finalize(&mut self) {
+        let name = self.name();
+        lock(&self.sup.admission).release(&name);
+        if let Err(e) = self.sup.writer.write(WriteOp::Remove(name.clone())).await {
+            tracing::error!(workload = %name, error = %e, "could not remove the record");
+        }
+        self.sup.uncache(&name);
+        lock(&self.sup.actors).remove(&name);
+        let _ = std::fs::remove_dir_all(self.sup.cfg.state_dir.join("run").join(&name));
+        let _ = std::fs::remove_file(self.sup.log_path(&name));
+        self.emit("deleted", "removed".into());
+        self.flush_replies();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_millis(100);
+        let m = Duration::from_secs(5);
+        assert_eq!(backoff(b, m, 1), Duration::from_millis(100));
+        assert_eq!(backoff(b, m, 2), Duration::from_millis(200));
+        assert_eq!(backoff(b, m, 4), Duration::from_millis(800));
+        assert_eq!(backoff(b, m, 30), m);
+    }
+}
