@@ -310,3 +310,87 @@ pub fn run_spec(
         ..Default::default()
     }
 }
+
+/// A containerd of the test's own (own root/state/socket under a temp dir), for tests
+/// that kill and restart the daemon. Stopped and removed on drop.
+pub struct OwnContainerd {
+    /// Its directory.
+    pub dir: tempfile::TempDir,
+    /// Its socket.
+    pub socket: PathBuf,
+}
+
+impl OwnContainerd {
+    /// Start one with `ci/containerd.sh`; None (with a message) without containerd.
+    pub fn start() -> Option<OwnContainerd> {
+        if Command::new("containerd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("SKIP: needs containerd (apt-get install containerd runc)");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("roost-ctd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let socket = Self::run_script("start", dir.path());
+        Some(OwnContainerd { dir, socket })
+    }
+
+    fn run_script(cmd: &str, dir: &Path) -> PathBuf {
+        let out = Command::new(crate::workspace_root().join("ci/containerd.sh"))
+            .arg(cmd)
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "containerd.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
+    /// SIGKILL the daemon (its shims and containers keep running).
+    pub fn kill9(&self) {
+        let pid: i32 = std::fs::read_to_string(self.dir.path().join("containerd.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) with a pid we started; no memory is shared.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        for _ in 0..50 {
+            // SAFETY: signal 0 only checks the pid exists.
+            if unsafe { libc::kill(pid, 0) } != 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("containerd.pid"));
+    }
+
+    /// Start it again on the same root and socket.
+    pub fn restart(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let s = Self::run_script("start", self.dir.path());
+        assert_eq!(s, self.socket);
+    }
+}
+
+impl Drop for OwnContainerd {
+    fn drop(&mut self) {
+        let _ = Command::new(crate::workspace_root().join("ci/containerd.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+        // Overlay mounts of leftover containers would make the temp dir undeletable.
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.path().join("state"))
+            .stderr(Stdio::null())
+            .status();
+    }
+}
