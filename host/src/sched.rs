@@ -509,10 +509,11 @@ mod tests {
             spec("driver: mock\nmock: {}\nresources:\n  realtime: {policy: fifo, priority: 50}\n");
         let p = a.admit("ctl", &rt).unwrap();
         let rd = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
-        assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "900000");
+        assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "450000");
         assert_eq!(rd("cpu/roost/rt/ctl/cpu.rt_runtime_us"), "450000");
         assert_eq!(rd("cpuset/roost/rt/ctl/cpuset.cpus"), p.cpus[0].to_string());
         a.release("ctl");
         assert!(!dir.path().join("cpu/roost/rt/ctl").exists());
+        assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "0");
     }
 }

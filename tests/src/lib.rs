@@ -36,3 +36,4 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 pub mod container;
+pub mod sched;

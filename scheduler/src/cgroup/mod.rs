@@ -1,19 +1,21 @@
 //! Enforcement: Roost's own cgroup tree, behind one small trait.
 //!
 //! ```text
-//! roost/                 all CPUs; cpu.rt_runtime_us = the profile's whole budget
+//! roost/                 all CPUs; cpu.rt_runtime_us = what rt/ holds
 //! ├── platform/          platform CPUs: the daemon, containerd, shims, helpers
 //! ├── shared/            the shared pool minus dedicated CPUs
 //! │   └── <w>/           cpu.shares + cfs quota from millicores; memory limit
 //! ├── dedicated/         every CPU that may be dedicated
 //! │   └── <w>/           its own CPUs and NUMA nodes
-//! └── rt/                isolated CPUs; budget = the whole budget
+//! └── rt/                isolated CPUs; budget = the sum of its workloads'
 //!     └── <w>/           its isolated CPUs; cpu.rt_runtime_us = its budget
 //! ```
 //!
 //! Budgets are set top-down and removed bottom-up: with `CONFIG_RT_GROUP_SCHED` a
 //! parent must hold at least the sum of its children's budgets, and a new cgroup starts
-//! at 0 (SCHED_FIFO inside it fails with EPERM).
+//! at 0 (SCHED_FIFO inside it fails with EPERM). `roost` and `roost/rt` hold exactly
+//! what the real-time workloads hold (the scheduler keeps that under the profile's
+//! budget), so an idle Roost takes nothing from the root's real-time bandwidth.
 //!
 //! **Why not cgroups-rs**: the design card names it, but its v1 builder silently drops
 //! `realtime_runtime`, which is the one setting this tree exists for, and it pulls in
@@ -98,7 +100,7 @@ pub struct Tree {
     pub isolated: CpuSet,
     /// `cpu.rt_period_us`.
     pub rt_period_us: u64,
-    /// `cpu.rt_runtime_us` of `roost` and `roost/rt`.
+    /// The most `roost` and `roost/rt` may hold (the scheduler enforces it).
     pub rt_budget_us: u64,
 }
 

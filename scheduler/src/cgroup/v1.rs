@@ -95,6 +95,38 @@ impl V1 {
         write(&d.join("cpu.rt_runtime_us"), &runtime.to_string())
     }
 
+    fn rt_runtime(&self, rel: &str) -> u64 {
+        std::fs::read_to_string(self.cpu.join(rel).join("cpu.rt_runtime_us"))
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0)
+    }
+
+    /// Budgets held by the workloads under `roost/rt`.
+    fn rt_children_sum(&self) -> u64 {
+        self.children(Class::Rt)
+            .iter()
+            .map(|n| self.rt_runtime(&self.rel(&["rt", n])))
+            .sum()
+    }
+
+    /// `roost` and `roost/rt` budgets: grown top-down, shrunk bottom-up.
+    fn set_tree_budget(&self, total: u64, period: u64) -> Result<(), CgroupError> {
+        if !self.has_rt_groups() {
+            return Ok(());
+        }
+        let root = self.rel(&[]);
+        let rt = self.rel(&["rt"]);
+        if total >= self.rt_runtime(&rt) {
+            self.set_rt(&root, total, period)?;
+            self.set_rt(&rt, total, period)
+        } else {
+            self.set_rt(&rt, total, period)?;
+            self.set_rt(&root, total, period)
+        }
+    }
+
     fn children(&self, class: Class) -> Vec<String> {
         let d = self.cpu.join(self.rel(&[class.dir()]));
         let mut names: Vec<String> = std::fs::read_dir(&d)
@@ -147,9 +179,9 @@ impl CgroupBackend for V1 {
             mkdir(&self.cpu.join(&rel))?;
             mkdir(&self.memory.join(&rel))?;
         }
-        // Top-down: Roost's root first, then roost/rt.
-        self.set_rt(&root, tree.rt_budget_us, tree.rt_period_us)?;
-        self.set_rt(&self.rel(&["rt"]), tree.rt_budget_us, tree.rt_period_us)?;
+        // Roost holds only what its real-time workloads hold (at most the profile's
+        // budget), so an idle daemon takes nothing from other users of the root budget.
+        self.set_tree_budget(self.rt_children_sum(), tree.rt_period_us)?;
         tracing::info!(
             cgroup = %root,
             platform = %tree.platform,
@@ -190,6 +222,12 @@ impl CgroupBackend for V1 {
             }
             Class::Rt => {
                 if let Some((runtime, period)) = g.rt_budget {
+                    // Top-down: the parents grow to hold the sum first.
+                    let own = self.rt_runtime(&rel);
+                    let total = self.rt_children_sum() - own + runtime;
+                    if total > self.rt_runtime(&self.rel(&["rt"])) {
+                        self.set_tree_budget(total, period)?;
+                    }
                     self.set_rt(&rel, runtime, period)?;
                 }
             }
@@ -262,6 +300,15 @@ impl CgroupBackend for V1 {
         }
         for ctrl in self.controllers() {
             rmdir(&ctrl.join(&rel), "tasks")?;
+        }
+        if class == Class::Rt && self.has_rt_groups() {
+            // Bottom-up: the parents shrink to what the rest hold.
+            let period =
+                std::fs::read_to_string(self.cpu.join(self.rel(&["rt", "cpu.rt_period_us"])))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(1_000_000);
+            self.set_tree_budget(self.rt_children_sum(), period)?;
         }
         tracing::info!(workload = %name, cgroup = %rel, "cgroup removed");
         Ok(())
@@ -363,8 +410,9 @@ mod tests {
         let rd = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
         assert_eq!(rd("cpuset/roost/cpuset.cpus"), "0-3");
         assert_eq!(rd("cpuset/roost/rt/cpuset.cpus"), "3");
-        assert_eq!(rd("cpu/roost/cpu.rt_runtime_us"), "900000");
-        assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "900000");
+        // An idle tree holds no real-time budget.
+        assert_eq!(rd("cpu/roost/cpu.rt_runtime_us"), "0");
+        assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "0");
 
         let a = Allocation {
             class: Class::Rt,
@@ -386,6 +434,8 @@ mod tests {
         let st = v.read(&rel).unwrap();
         assert_eq!(st.cpus.to_string(), "3");
         assert_eq!(st.rt_runtime_us, Some(300_000));
+        assert_eq!(rd("cpu/roost/cpu.rt_runtime_us"), "300000");
+        assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "300000");
         assert_eq!(st.memory_limit, Some(64 << 20));
 
         let s = Allocation {
@@ -413,6 +463,8 @@ mod tests {
 
         v.remove(Class::Rt, "ctl").unwrap();
         assert!(!dir.path().join("cpu/roost/rt/ctl").exists());
+        assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "0");
+        assert_eq!(rd("cpu/roost/cpu.rt_runtime_us"), "0");
         v.teardown().unwrap();
         for c in ["cpu", "cpuset", "memory"] {
             assert!(!dir.path().join(c).join("roost").exists(), "{c}");
