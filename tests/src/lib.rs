@@ -37,3 +37,4 @@ pub fn workspace_root() -> PathBuf {
 }
 pub mod container;
 pub mod sched;
+pub mod vmm;

@@ -213,21 +213,35 @@ pub enum ConfigError {
 
 /// Check everything in `cfg` against `host`; returns the kernel's format.
 pub fn validate(cfg: &VmConfig, host: &HostInfo) -> Result<KernelFormat, ConfigError> {
-    if !(MIN_VCPUS..=MAX_VCPUS).contains(&cfg.vcpus) {
-        return Err(ConfigError::Vcpus { value: cfg.vcpus });
+    validate_machine(cfg.vcpus, cfg.memory_mib, host)?;
+    validate_pinning(&cfg.cpus, cfg.rt_priority, host)?;
+    validate_boot(&cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline)
+}
+
+/// vCPU count and memory size.
+pub fn validate_machine(vcpus: u32, memory_mib: u64, host: &HostInfo) -> Result<(), ConfigError> {
+    if !(MIN_VCPUS..=MAX_VCPUS).contains(&vcpus) {
+        return Err(ConfigError::Vcpus { value: vcpus });
     }
-    if cfg.memory_mib < MIN_MEMORY_MIB {
-        return Err(ConfigError::MemoryTooSmall {
-            value: cfg.memory_mib,
-        });
+    if memory_mib < MIN_MEMORY_MIB {
+        return Err(ConfigError::MemoryTooSmall { value: memory_mib });
     }
-    if cfg.memory_mib > host.mem_total_mib {
+    if memory_mib > host.mem_total_mib {
         return Err(ConfigError::MemoryTooLarge {
-            value: cfg.memory_mib,
+            value: memory_mib,
             host_mib: host.mem_total_mib,
         });
     }
-    for &cpu in &cfg.cpus {
+    Ok(())
+}
+
+/// Pinning targets and real-time priority.
+pub fn validate_pinning(
+    cpus: &[u32],
+    rt_priority: Option<u32>,
+    host: &HostInfo,
+) -> Result<(), ConfigError> {
+    for &cpu in cpus {
         if !host.cpus.contains(&cpu) {
             return Err(ConfigError::CpuMissing {
                 cpu,
@@ -235,16 +249,25 @@ pub fn validate(cfg: &VmConfig, host: &HostInfo) -> Result<KernelFormat, ConfigE
             });
         }
     }
-    if let Some(p) = cfg.rt_priority {
+    if let Some(p) = rt_priority {
         if !(1..=99).contains(&p) {
             return Err(ConfigError::RtPriority { value: p });
         }
     }
-    validate_cmdline(&cfg.cmdline)?;
-    let format = kernel_format(&cfg.kernel)?;
-    if let Some(initrd) = &cfg.initrd {
+    Ok(())
+}
+
+/// Kernel, initrd and command line; returns the kernel's format.
+pub fn validate_boot(
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &str,
+) -> Result<KernelFormat, ConfigError> {
+    validate_cmdline(cmdline)?;
+    let format = kernel_format(kernel)?;
+    if let Some(initrd) = initrd {
         File::open(initrd).map_err(|e| ConfigError::InitrdOpen {
-            path: initrd.clone(),
+            path: initrd.to_path_buf(),
             source: e,
         })?;
     }

@@ -207,6 +207,7 @@ impl Vm {
     pub fn create(cfg: VmConfig, console: Box<dyn Write + Send>) -> Result<Self, VmError> {
         let format = validate(&cfg)?;
         let t0 = Instant::now();
+        tracing::debug!(kernel = %cfg.kernel.display(), vcpus = cfg.vcpus, memory_mib = cfg.memory_mib, "config valid; opening /dev/kvm");
         let kvm = Kvm::new().map_err(kvm_err(
             "open /dev/kvm",
             "; load the kvm module and run with access to /dev/kvm",

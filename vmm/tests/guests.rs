@@ -84,3 +84,23 @@ fn fault_crashes_with_a_reason() {
         other => panic!("expected a crash, got {other:?}"),
     }
 }
+
+#[test]
+fn smp_every_vcpu_reports_its_apic_id() {
+    if !kvm() {
+        return;
+    }
+    for n in [1u32, 2, 4] {
+        let mut cfg = VmConfig::new(guest("smp"));
+        cfg.vcpus = n;
+        let (end, out, _) = boot(cfg);
+        assert_eq!(end, VmEnd::Shutdown, "{n} vCPUs: {out}");
+        for id in 0..n {
+            assert!(
+                out.contains(&format!("smp: cpu {id} up\n")),
+                "{n} vCPUs: {out}"
+            );
+        }
+        assert!(out.contains(&format!("smp: {n} cpus up\n")), "{out}");
+    }
+}

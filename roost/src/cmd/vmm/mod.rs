@@ -1,0 +1,128 @@
+//! `roost vmm`: one VM's monitor process. One-shot with `--kernel` (the console on
+//! stdout, exit 0 when the guest shuts down, 3 when it crashes) or API mode with
+//! `--api-sock` (HTTP/JSON on a Unix socket; see `api.rs`).
+//!
+//! This process stays lean on purpose (no async runtime): its memory outside guest RAM
+//! is part of every VM's cost.
+
+mod api;
+mod http;
+
+use anyhow::Context;
+use clap::Args;
+use roost_vmm::{config, BootProtocol, RtPolicy, Vm, VmConfig, VmEnd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code when the guest crashed.
+pub const EXIT_CRASHED: u8 = 3;
+/// Exit code when the VM was stopped from outside.
+pub const EXIT_STOPPED: u8 = 4;
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["kernel", "api_sock"])))]
+pub struct VmmArgs {
+    /// One-shot: the kernel to boot (ELF vmlinux, with or without a PVH note, or bzImage).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// One-shot: an initrd.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// One-shot: the kernel command line.
+    #[arg(long, value_name = "STR", default_value = "", requires = "kernel")]
+    pub cmdline: String,
+    /// One-shot: number of vCPUs (1-64).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "kernel")]
+    pub vcpus: u32,
+    /// One-shot: guest memory in MiB.
+    #[arg(long, value_name = "M", default_value_t = 128, requires = "kernel")]
+    pub memory_mib: u64,
+    /// One-shot: host CPUs for the vCPUs (`0,2-3`); vCPU i runs on the i-th (round robin).
+    #[arg(long, value_name = "LIST", requires = "kernel")]
+    pub cpus: Option<String>,
+    /// One-shot: real-time priority (1-99) of the vCPU threads.
+    #[arg(long, value_name = "P", requires = "kernel")]
+    pub rt_priority: Option<u32>,
+    /// One-shot: real-time policy (`fifo` or `rr`) when --rt-priority is given.
+    #[arg(long, value_name = "POLICY", default_value = "fifo", value_parser = parse_policy, requires = "kernel")]
+    pub rt_policy: RtPolicy,
+    /// One-shot: boot protocol: `auto` (PVH if the ELF has the note) or `linux` (64-bit).
+    #[arg(long, value_name = "PROTO", default_value = "auto", value_parser = parse_boot, requires = "kernel")]
+    pub boot: BootProtocol,
+    /// API mode: serve the API on this Unix socket (removed on exit).
+    #[arg(long, value_name = "PATH", conflicts_with = "kernel")]
+    pub api_sock: Option<PathBuf>,
+    /// API mode: write how the VM ended (JSON) to this file when it ends.
+    #[arg(long, value_name = "PATH", requires = "api_sock")]
+    pub state_file: Option<PathBuf>,
+}
+
+fn parse_policy(s: &str) -> Result<RtPolicy, String> {
+    match s {
+        "fifo" => Ok(RtPolicy::Fifo),
+        "rr" => Ok(RtPolicy::Rr),
+        _ => Err(format!("{s:?}: expected `fifo` or `rr`")),
+    }
+}
+
+fn parse_boot(s: &str) -> Result<BootProtocol, String> {
+    match s {
+        "auto" => Ok(BootProtocol::Auto),
+        "linux" => Ok(BootProtocol::Linux),
+        _ => Err(format!("{s:?}: expected `auto` or `linux`")),
+    }
+}
+
+pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
+    super::init_tracing("warn");
+    if let Some(sock) = args.api_sock {
+        return api::serve(&sock, args.state_file.as_deref());
+    }
+    let Some(kernel) = args.kernel else {
+        anyhow::bail!("give --kernel PATH (one-shot) or --api-sock PATH (API mode)");
+    };
+    let mut cfg = VmConfig::new(kernel);
+    cfg.initrd = args.initrd;
+    cfg.cmdline = args.cmdline;
+    cfg.vcpus = args.vcpus;
+    cfg.memory_mib = args.memory_mib;
+    if let Some(list) = &args.cpus {
+        cfg.cpus = config::parse_cpu_list(list)?;
+    }
+    cfg.rt_priority = args.rt_priority;
+    cfg.rt_policy = args.rt_policy;
+    cfg.boot = args.boot;
+
+    let vm = Vm::create(cfg, Box::new(std::io::stdout())).context("cannot create the VM")?;
+    vm.start().context("cannot start the VM")?;
+    let end = vm.wait();
+    let m = vm.metrics();
+    let e = m.exits;
+    eprintln!(
+        "roost vmm: {} after {} ms{}; exits: io_in={} io_out={} mmio_read={} mmio_write={} internal_error={} shutdown={}; unhandled_io={} unhandled_mmio={}",
+        end.status(),
+        m.uptime_ms,
+        match &end {
+            VmEnd::Crashed(r) => format!(" ({r})"),
+            _ => String::new(),
+        },
+        e.io_in,
+        e.io_out,
+        e.mmio_read,
+        e.mmio_write,
+        e.internal_error,
+        e.shutdown,
+        m.unhandled_io,
+        m.unhandled_mmio,
+    );
+    Ok(exit_code(&end))
+}
+
+/// 0 = shutdown, 3 = crashed, 4 = stopped.
+pub fn exit_code(end: &VmEnd) -> ExitCode {
+    match end {
+        VmEnd::Shutdown => ExitCode::SUCCESS,
+        VmEnd::Crashed(_) => ExitCode::from(EXIT_CRASHED),
+        VmEnd::Stopped => ExitCode::from(EXIT_STOPPED),
+    }
+}
