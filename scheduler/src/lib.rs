@@ -6,8 +6,10 @@
 //! - [`probe`]: the cyclictest-style latency probe.
 
 pub mod cgroup;
+pub mod native;
 pub mod pick;
 pub mod place;
+pub mod probe;
 pub mod request;
 pub mod rt;
 

@@ -244,7 +244,8 @@ pub fn quota_for(millicores: u32) -> Option<u64> {
     (millicores > 0).then(|| (u64::from(millicores) * CFS_PERIOD_US / 1000).max(1000))
 }
 
-pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+/// Write one cgroup file, naming it and the value on failure.
+pub fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(path, value).map_err(|source| CgroupError::Io {
         op: "write",
         path: path.to_path_buf(),

@@ -53,6 +53,16 @@ impl V1 {
         ))
     }
 
+    /// Where `controller` (`cpu`, `cpuset` or `memory`) is mounted.
+    pub fn mount(&self, controller: &str) -> Option<&Path> {
+        match controller {
+            "cpu" => Some(&self.cpu),
+            "cpuset" => Some(&self.cpuset),
+            "memory" => Some(&self.memory),
+            _ => None,
+        }
+    }
+
     /// Roost's directory name.
     pub fn prefix(&self) -> &str {
         &self.prefix
