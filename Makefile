@@ -19,3 +19,8 @@ release:
 
 clean:
 	cargo clean
+
+.PHONY: bench-rt
+# Real-time placement vs a noisy neighbour, vs no placement, vs the idle floor and cyclictest.
+bench-rt:
+	@ci/bench-rt.sh

@@ -86,8 +86,8 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn config_check(_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`roost host config check` is not built yet")
+fn config_check(file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    super::host_config::check(file)
 }
 
 fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {

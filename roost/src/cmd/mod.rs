@@ -3,6 +3,7 @@
 pub mod central;
 pub mod client;
 pub mod host;
+pub mod host_config;
 pub mod image;
 pub mod probe;
 pub mod vmm;
