@@ -139,6 +139,31 @@ impl Client {
         Ok(client)
     }
 
+    /// A client that connects on first use (for callers without an async context at
+    /// hand, like the daemon's driver table). Fails now only when the socket is absent;
+    /// a daemon that does not answer fails each call with [`RpcError::Unreachable`]-style
+    /// errors naming the socket.
+    pub fn connect_lazy(socket: &Path, namespace: &str) -> Result<Self, RpcError> {
+        let unreachable = |reason: String| RpcError::Unreachable {
+            socket: socket.to_path_buf(),
+            reason,
+        };
+        if !socket.exists() {
+            return Err(unreachable("no such socket".into()));
+        }
+        let path = socket.to_path_buf();
+        let channel = containerd_client::tonic::transport::Endpoint::try_from("http://[::]")
+            .map_err(|e| unreachable(error_chain(&e)))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector_lazy(tower_service_fn(path));
+        Ok(Self {
+            channel,
+            socket: socket.to_path_buf(),
+            namespace: namespace.to_string(),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
     /// The socket this client talks to.
     pub fn socket(&self) -> &Path {
         &self.socket
@@ -255,6 +280,29 @@ impl Client {
             other => other.map(|_| ()),
         }
     }
+}
+
+type UnixIo = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+type DialFuture = std::pin::Pin<Box<dyn Future<Output = Result<UnixIo, std::io::Error>> + Send>>;
+
+/// A connector that dials the unix socket at `path` (what containerd-client's
+/// `connect` does, usable with a lazy channel).
+fn tower_service_fn(
+    path: PathBuf,
+) -> impl tower::Service<
+    containerd_client::tonic::transport::Uri,
+    Response = UnixIo,
+    Error = std::io::Error,
+    Future = DialFuture,
+> + Clone {
+    tower::service_fn(move |_| {
+        let path = path.clone();
+        Box::pin(async move {
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        }) as DialFuture
+    })
 }
 
 // tonic's Response type, named once so the signatures above stay short.

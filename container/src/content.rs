@@ -40,6 +40,16 @@ pub enum ContentError {
         /// What the bytes hash to.
         actual: String,
     },
+    /// Reading the blob from its source failed (network, or the source's own digest check).
+    #[error("blob {digest} from {source_name}: {reason}")]
+    Transfer {
+        /// The blob.
+        digest: String,
+        /// Where it came from (registry reference).
+        source_name: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A metadata blob is too large to hold in memory.
     #[error("blob {digest} is {size} bytes, more than the {max} allowed for a manifest or config")]
     TooLarge {

@@ -210,16 +210,22 @@ pub struct Resolved {
 
 /// The drivers this daemon offers, and why the others are missing.
 pub fn build_drivers(cfg: &Resolved) -> (Vec<Arc<dyn Driver>>, HashMap<DriverKind, String>) {
-    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(MockDriver::new(&cfg.state_dir))];
+    let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(MockDriver::new(&cfg.state_dir))];
     let mut missing = HashMap::new();
     missing.insert(
         DriverKind::Vm,
         "the VM driver is not wired into the daemon yet".to_string(),
     );
-    missing.insert(
-        DriverKind::Container,
-        "the container driver is not wired into the daemon yet".to_string(),
-    );
+    let containerd = cfg
+        .containerd_socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(roost_container::DEFAULT_SOCKET));
+    match crate::drivers::container::ContainerDriver::open(&containerd) {
+        Ok(d) => drivers.push(Arc::new(d)),
+        Err(e) => {
+            missing.insert(DriverKind::Container, e.to_string());
+        }
+    }
     (drivers, missing)
 }
 

@@ -140,10 +140,9 @@ async fn cpuset_is_read_back_and_realtime_applied() {
         ))
         .await
         .unwrap();
-    assert_eq!(
-        cg.cpuset_cpus("/roost-test/pin-1").unwrap(),
-        last_cpu.to_string()
-    );
+    let path = h.data["cgroup"].as_str().unwrap().to_string();
+    assert_eq!(path, "/roost-test/pin-1/pin-1");
+    assert_eq!(cg.cpuset_cpus(&path).unwrap(), last_cpu.to_string());
     d.destroy(&h).await.unwrap();
 
     // Real-time: FIFO 50 on the granted core with an rt budget.
@@ -170,8 +169,8 @@ async fn cpuset_is_read_back_and_realtime_applied() {
     for p in pids {
         assert_eq!(policy_of(p), Some(libc::SCHED_FIFO), "pid {p}");
     }
-    let rt =
-        std::fs::read_to_string("/sys/fs/cgroup/cpu/roost-test/rt-1/cpu.rt_runtime_us").unwrap();
+    let rt = std::fs::read_to_string("/sys/fs/cgroup/cpu/roost-test/rt-1/rt-1/cpu.rt_runtime_us")
+        .unwrap();
     assert_eq!(rt.trim(), "20000");
     d.stop(&h, Duration::from_secs(1)).await.unwrap();
     d.destroy(&h).await.unwrap();

@@ -195,15 +195,21 @@ impl Client {
                             .pull_blob_stream(&r, &to_oci(layer))
                             .await
                             .map_err(reg_err)?;
-                        let reference = reference.to_string();
+                        let source_name = reference.to_string();
+                        let digest = layer.digest.clone();
                         let chunks = stream.stream.map(move |c| {
                             c.map(|b| b.to_vec()).map_err(|e| {
-                                ContentError::Rpc(crate::client::RpcError::Status {
-                                    op: "registry read",
-                                    subject: reference.clone(),
-                                    code: containerd_client::tonic::Code::DataLoss,
-                                    message: e.to_string(),
-                                })
+                                let mut reason = crate::client::error_chain(&e);
+                                if reason.to_lowercase().contains("digest") {
+                                    reason.push_str(
+                                        " (the registry sent data that does not match the manifest: corrupt or tampered; nothing was stored)",
+                                    );
+                                }
+                                ContentError::Transfer {
+                                    digest: digest.clone(),
+                                    source_name: source_name.clone(),
+                                    reason,
+                                }
                             })
                         });
                         let total = layer.size.max(0) as u64;

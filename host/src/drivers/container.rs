@@ -52,6 +52,17 @@ impl ContainerDriver {
         })
     }
 
+    /// Open the driver without waiting on containerd (the daemon's driver table is
+    /// built synchronously): fails only when the socket does not exist; each call then
+    /// says clearly when containerd does not answer. Must run inside a tokio runtime.
+    pub fn open(socket: &Path) -> Result<Self, DriverError> {
+        let client = Client::connect_lazy(socket, &namespace()).map_err(unavailable)?;
+        Ok(Self {
+            client,
+            cgroups: CgroupV1::default(),
+        })
+    }
+
     /// A driver over an existing client and cgroup root (tests use their own namespace).
     pub fn with_client(client: Client, cgroups: CgroupV1) -> Self {
         Self { client, cgroups }
@@ -84,6 +95,15 @@ impl ContainerDriver {
     }
 }
 
+/// containerd namespace: `roost`, or `ROOST_CONTAINERD_NAMESPACE` (tests and hosts
+/// sharing one containerd between several Roost daemons).
+pub fn namespace() -> String {
+    std::env::var("ROOST_CONTAINERD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| roost_container::NAMESPACE.to_string())
+}
+
 fn container_spec(spec: &WorkloadSpec) -> Result<&ContainerSpec, DriverError> {
     spec.container.as_ref().ok_or_else(|| DriverError::Spec {
         field: "spec.container".into(),
@@ -91,10 +111,13 @@ fn container_spec(spec: &WorkloadSpec) -> Result<&ContainerSpec, DriverError> {
     })
 }
 
-/// The cgroup path for an instance: the scheduler's, else under Roost's tree.
+/// The cgroup path for an instance: a child (named by the instance) of the workload
+/// cgroup the scheduler made, else under Roost's own tree. A child, because runc
+/// removes the container's cgroup on delete and the scheduler's (with its budgets)
+/// must outlive one instance.
 fn cgroup_path(key: &str, placement: &Placement) -> String {
     match &placement.cgroup_path {
-        Some(p) if !p.trim_matches('/').is_empty() => format!("/{}", p.trim_matches('/')),
+        Some(p) if !p.trim_matches('/').is_empty() => format!("/{}/{key}", p.trim_matches('/')),
         _ => format!("{DEFAULT_CGROUP_PARENT}/{key}"),
     }
 }
