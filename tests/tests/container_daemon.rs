@@ -1,0 +1,187 @@
+//! Containers through the real `roost host` daemon and CLI: `roost apply` runs to exit
+//! code 3 with logs; bad inputs fail `roost apply` with the field to fix and leak
+//! nothing; a SIGKILLed daemon re-adopts its running container on restart; a stop ends
+//! a sleeper within its grace period.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use roost_tests::container::{import_busybox, socket, Ns};
+use roost_tests::daemon::{write_file, Daemon};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const IMG: &str = "roost.test/busybox:1";
+const T: Duration = Duration::from_secs(30);
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    ns: Option<Ns>,
+    d: Daemon,
+}
+
+/// A daemon on the private containerd, in a namespace of this test's own with the
+/// busybox image imported.
+fn setup(test: &str) -> Option<Setup> {
+    let sock = socket()?;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ns = rt.block_on(async {
+        let ns = Ns::new(&sock, test).await;
+        import_busybox(&ns.client, IMG).await;
+        ns
+    });
+    // The daemon inherits this; each nextest test is its own process.
+    std::env::set_var("ROOST_CONTAINERD_NAMESPACE", &ns.name);
+    let d = Daemon::start_with(&[
+        "--containerd-socket",
+        sock.to_str().unwrap(),
+        "--restart-backoff-ms",
+        "100",
+        "--restart-backoff-max-ms",
+        "2000",
+    ]);
+    Some(Setup {
+        rt,
+        ns: Some(ns),
+        d,
+    })
+}
+
+impl Setup {
+    fn apply(&self, name: &str, container: Value, extra: Value) -> std::process::Output {
+        let mut spec =
+            json!({"driver": "container", "container": container, "restartPolicy": "never"});
+        if let (Some(s), Value::Object(e)) = (spec.as_object_mut(), extra) {
+            s.extend(e);
+        }
+        let doc = json!({"apiVersion": "roost.dev/v1", "kind": "Workload", "metadata": {"name": name}, "spec": spec});
+        let f = write_file(self.d.dir.path(), &format!("{name}.json"), &doc.to_string());
+        self.d.cli(&["apply", "-f", f.to_str().unwrap()])
+    }
+
+    fn containers(&self) -> Vec<(String, String)> {
+        let ns = self.ns.as_ref().unwrap();
+        self.rt
+            .block_on(ns.leftovers())
+            .into_iter()
+            .filter(|(k, _)| k == "container" || k == "task")
+            .collect()
+    }
+
+    fn finish(mut self, names: &[&str]) {
+        for n in names {
+            let out = self.d.cli(&["rm", n]);
+            assert!(out.status.success(), "rm {n}: {out:?}");
+        }
+        let t = Instant::now();
+        while !self.containers().is_empty() && t.elapsed() < T {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            self.containers().is_empty(),
+            "leaked: {:?}",
+            self.containers()
+        );
+        let ns = self.ns.take().unwrap();
+        self.rt.block_on(ns.finish());
+    }
+}
+
+#[test]
+fn apply_runs_to_exit_code_3_with_logs() {
+    let Some(s) = setup("dexit") else { return };
+    let out = s.apply(
+        "three",
+        json!({"image": IMG, "command": ["/bin/exit3"]}),
+        json!({}),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v = s.d.wait_phase("three", "failed", T);
+    assert_eq!(v["status"]["lastExit"]["code"], 3, "{v}");
+    assert_eq!(v["status"]["lastExit"]["reason"], "exited", "{v}");
+    let logs = s.d.cli(&["logs", "three"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        text.contains("to-stdout") && text.contains("to-stderr"),
+        "{text:?}"
+    );
+    s.finish(&["three"]);
+}
+
+#[test]
+fn bad_inputs_fail_apply_with_the_field_and_leak_nothing() {
+    let Some(s) = setup("dbad") else { return };
+    let cases = [
+        (
+            json!({"image": "roost.test/absent:1", "command": ["sh"]}),
+            "spec.container.image",
+        ),
+        (
+            json!({"image": IMG, "command": ["no-such-binary"]}),
+            "spec.container.command",
+        ),
+        (
+            json!({"image": IMG, "command": ["sh"], "user": "nobody"}),
+            "spec.container.user",
+        ),
+        (
+            json!({"image": IMG, "command": ["sh"], "mounts": [{"source": "/nonexistent/roost-src", "destination": "/data"}]}),
+            "spec.container.mounts[0].source",
+        ),
+    ];
+    for (i, (container, field)) in cases.into_iter().enumerate() {
+        let out = s.apply(&format!("bad{i}"), container, json!({}));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} was accepted");
+        assert!(
+            err.contains(field),
+            "case {i}: stderr does not name {field}: {err}"
+        );
+        let (code, _) = s.d.api("GET", &format!("/v1/workloads/bad{i}"), None);
+        assert_eq!(code, 404, "case {i}: a rejected workload was stored");
+    }
+    assert!(s.containers().is_empty(), "{:?}", s.containers());
+    s.finish(&[]);
+}
+
+#[test]
+fn daemon_sigkill_and_restart_readopts_the_running_container() {
+    let Some(mut s) = setup("dkill") else { return };
+    let out = s.apply(
+        "sleeper",
+        json!({"image": IMG, "command": ["sh", "-c", "trap 'exit 0' TERM; echo started; sleep 300 & wait"]}),
+        json!({"stopGraceSeconds": 10}),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v = s.d.wait_phase("sleeper", "running", T);
+    let instance = v["status"]["instance"].clone();
+    let client = s.ns.as_ref().unwrap().client.clone();
+    let pids_before = s.rt.block_on(client.pids("sleeper-1")).unwrap();
+    assert!(!pids_before.is_empty());
+    s.d.kill9();
+    // The container keeps running under its shim with no daemon.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        s.rt.block_on(client.state("sleeper-1")).unwrap(),
+        roost_container::task::State::Running
+    );
+    s.d.spawn();
+    let v = s.d.wait_phase("sleeper", "running", T);
+    assert_eq!(
+        v["status"]["instance"], instance,
+        "re-adopted, not restarted: {v}"
+    );
+    assert_eq!(
+        s.rt.block_on(client.pids("sleeper-1")).unwrap(),
+        pids_before
+    );
+    // The re-adopted container is still supervised: stop ends it within the grace.
+    let t0 = Instant::now();
+    let out = s.d.cli(&["stop", "sleeper"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "stop took {:?}",
+        t0.elapsed()
+    );
+    s.d.wait_phase("sleeper", "stopped", T);
+    s.finish(&["sleeper"]);
+}
