@@ -212,10 +212,16 @@ pub struct Resolved {
 pub fn build_drivers(cfg: &Resolved) -> (Vec<Arc<dyn Driver>>, HashMap<DriverKind, String>) {
     let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(MockDriver::new(&cfg.state_dir))];
     let mut missing = HashMap::new();
-    missing.insert(
-        DriverKind::Vm,
-        "the VM driver is not wired into the daemon yet".to_string(),
-    );
+    match std::env::current_exe() {
+        Ok(exe) => drivers.push(Arc::new(crate::drivers::vm::VmDriver::new(
+            exe,
+            &cfg.state_dir,
+        ))),
+        Err(e) => drop(missing.insert(
+            DriverKind::Vm,
+            format!("cannot locate the roost binary for `roost vmm`: {e}"),
+        )),
+    }
     let containerd = cfg
         .containerd_socket
         .clone()

@@ -3,3 +3,4 @@
 pub mod mock;
 pub mod process;
 pub mod container;
+pub mod vm;

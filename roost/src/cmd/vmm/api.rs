@@ -83,6 +83,9 @@ struct Server {
     cfg: Mutex<VmConfig>,
     kernel_set: Mutex<bool>,
     vm: Mutex<Option<Arc<Vm>>>,
+    /// Held while a request is handled and answered, so the process never exits
+    /// halfway through a response (a tiny guest can end during its own `start`).
+    busy: Mutex<()>,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -121,6 +124,7 @@ pub fn serve(sock: &Path, state_file: Option<&Path>) -> anyhow::Result<ExitCode>
         cfg: Mutex::new(VmConfig::new("")),
         kernel_set: Mutex::new(false),
         vm: Mutex::new(None),
+        busy: Mutex::new(()),
     });
     watch_signals(server.clone())?;
     tracing::info!(sock = %sock.display(), "API listening");
@@ -128,6 +132,7 @@ pub fn serve(sock: &Path, state_file: Option<&Path>) -> anyhow::Result<ExitCode>
         match conn {
             Ok(mut s) => {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _busy = server.busy.lock().unwrap_or_else(PoisonError::into_inner);
                 let (status, body) = match read_request(&mut s) {
                     Ok(req) => server.handle(&req),
                     Err(b) => (b.status, Some(fault_body(&b.message))),
@@ -323,7 +328,12 @@ impl Server {
     /// that has not happened within `grace`, write the state and exit anyway.
     fn stop(self: &Arc<Self>, grace: Duration) {
         let Some(vm) = self.vm() else {
-            self.finish(&VmEnd::Stopped, None);
+            // Finish on another thread: this one may be answering a request.
+            let me = self.clone();
+            let _ = std::thread::Builder::new()
+                .name("vm-finish".into())
+                .spawn(move || me.finish(&VmEnd::Stopped, None));
+            return;
         };
         let v = vm.clone();
         let _ = std::thread::Builder::new()
@@ -379,6 +389,7 @@ impl Server {
     fn finish(&self, end: &VmEnd, vm: Option<&Vm>) -> ! {
         static ONCE: Mutex<()> = Mutex::new(());
         let _once = ONCE.lock().unwrap_or_else(PoisonError::into_inner);
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(path) = &self.state_file {
             let mut v = json!({ "status": end.status() });
             if let VmEnd::Crashed(r) = end {

@@ -52,6 +52,9 @@ pub struct VmmArgs {
     /// API mode: serve the API on this Unix socket (removed on exit).
     #[arg(long, value_name = "PATH", conflicts_with = "kernel")]
     pub api_sock: Option<PathBuf>,
+    /// A label for finding this process again (the daemon's VM driver sets it); unused.
+    #[arg(long, value_name = "TAG", hide = true)]
+    pub tag: Option<String>,
     /// API mode: write how the VM ended (JSON) to this file when it ends.
     #[arg(long, value_name = "PATH", requires = "api_sock")]
     pub state_file: Option<PathBuf>,

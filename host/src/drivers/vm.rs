@@ -1,0 +1,547 @@
+//! The VM driver: each instance is one `roost vmm --api-sock` process (its own session,
+//! so it outlives a daemon restart), configured and started through its HTTP API on a
+//! Unix socket in the instance's run dir. The guest's serial console is the process's
+//! stdout, appended to the instance log. The monitor writes how the VM ended
+//! (`shutdown`, `crashed`, `stopped`) to `vmm-state.json` in the run dir before it exits,
+//! so the daemon learns the ending even if it was down at the time.
+
+use crate::driver::{
+    Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
+};
+use crate::drivers::process::{reap, ProcId};
+use crate::spec::{DriverKind, RtPolicy, VmSpec, WorkloadSpec};
+use async_trait::async_trait;
+use roost_vmm::config::{self, ConfigError, HostInfo};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `--tag` value prefix that marks our monitors: `roost-vm:<host>:<name>-<n>`.
+const TAG: &str = "roost-vm:";
+const SOCK: &str = "vmm.sock";
+const STATE: &str = "vmm-state.json";
+const STDERR: &str = "vmm.stderr";
+
+/// The VM driver.
+#[derive(Debug)]
+pub struct VmDriver {
+    roost_bin: PathBuf,
+    host_id: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Data {
+    proc: ProcId,
+    sock: PathBuf,
+    state_file: PathBuf,
+}
+
+impl VmDriver {
+    /// A driver that runs `roost_bin vmm` for each VM; `state_dir` (the daemon's) keeps
+    /// the monitors of two daemons on one host apart.
+    pub fn new(roost_bin: PathBuf, state_dir: &Path) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in state_dir.to_string_lossy().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self {
+            roost_bin,
+            host_id: format!("{:08x}", h as u32),
+        }
+    }
+
+    fn tag(&self, id: &InstanceId) -> String {
+        format!("{TAG}{}:{}", self.host_id, id.key())
+    }
+
+    fn data(h: &TaskHandle) -> Result<Data, DriverError> {
+        serde_json::from_value(h.data.clone()).map_err(|e| DriverError::Op {
+            op: "decode handle",
+            instance: h.id.key(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn spec_err(field: &str, e: &ConfigError) -> DriverError {
+    DriverError::Spec {
+        field: field.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn vm_spec(spec: &WorkloadSpec) -> Result<&VmSpec, DriverError> {
+    spec.vm.as_ref().ok_or_else(|| DriverError::Spec {
+        field: "spec.vm".into(),
+        message: "driver `vm` needs a `vm` section with at least `kernel`".into(),
+    })
+}
+
+/// Everything `roost vmm` would refuse, checked here so `roost apply` fails fast.
+fn check(vm: &VmSpec) -> Result<(), DriverError> {
+    let host = HostInfo::probe().map_err(|e| DriverError::Unavailable {
+        driver: "vm",
+        reason: e.to_string(),
+    })?;
+    config::validate_machine(vm.vcpus, vm.memory_mib, &host).map_err(|e| match e {
+        ConfigError::Vcpus { .. } => spec_err("spec.vm.vcpus", &e),
+        _ => spec_err("spec.vm.memoryMiB", &e),
+    })?;
+    config::validate_boot(
+        Path::new(&vm.kernel),
+        vm.initrd.as_deref().map(Path::new),
+        vm.cmdline.as_deref().unwrap_or(""),
+    )
+    .map_err(|e| match e {
+        ConfigError::InitrdOpen { .. } => spec_err("spec.vm.initrd", &e),
+        ConfigError::Cmdline { .. } => spec_err("spec.vm.cmdline", &e),
+        _ => spec_err("spec.vm.kernel", &e),
+    })?;
+    Ok(())
+}
+
+/// One request to a monitor's API (blocking; run it off the async threads).
+fn api(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn api_async(
+    sock: PathBuf,
+    method: &'static str,
+    path: &'static str,
+    body: Option<Value>,
+) -> std::io::Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || api(&sock, method, path, body.as_ref()))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
+fn fault_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["fault_message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.to_string())
+}
+
+/// How a monitor ended, from the state file it wrote before exiting.
+fn exit_from_state(path: &Path) -> Option<ExitInfo> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let status = v["status"].as_str()?;
+    let reason = v["reason"].as_str().map(str::to_string);
+    Some(match status {
+        "shutdown" => ExitInfo {
+            code: Some(0),
+            signal: None,
+            reason: "shutdown".into(),
+            message: None,
+        },
+        "crashed" => ExitInfo {
+            code: None,
+            signal: None,
+            reason: "crashed".into(),
+            message: reason,
+        },
+        _ => ExitInfo {
+            code: None,
+            signal: None,
+            reason: "killed".into(),
+            message: Some("the VM was stopped".into()),
+        },
+    })
+}
+
+fn find_arg(args: &[&str], name: &str) -> Option<PathBuf> {
+    args.iter()
+        .position(|a| *a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+}
+
+#[async_trait]
+impl Driver for VmDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Vm
+    }
+
+    async fn prepare(&self, _name: &str, spec: &WorkloadSpec) -> Result<(), DriverError> {
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_err()
+        {
+            return Err(DriverError::Unavailable {
+                driver: "vm",
+                reason: "/dev/kvm cannot be opened; this host needs KVM (load kvm_intel/kvm_amd) to run VMs".into(),
+            });
+        }
+        check(vm_spec(spec)?)
+    }
+
+    async fn start(&self, req: &StartRequest) -> Result<TaskHandle, DriverError> {
+        let vm = vm_spec(&req.spec)?.clone();
+        check(&vm)?;
+        let op = |reason: String| DriverError::Op {
+            op: "start",
+            instance: req.id.key(),
+            reason,
+        };
+        let sock = req.run_dir.join(SOCK);
+        let state_file = req.run_dir.join(STATE);
+        let _ = std::fs::remove_file(&sock);
+        let _ = std::fs::remove_file(&state_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&req.log_path)
+            .map_err(|e| op(format!("open log {}: {e}", req.log_path.display())))?;
+        let stderr = std::fs::File::create(req.run_dir.join(STDERR))
+            .map_err(|e| op(format!("create {STDERR} in {}: {e}", req.run_dir.display())))?;
+        let mut cmd = Command::new(&self.roost_bin);
+        cmd.arg("vmm")
+            .arg("--api-sock")
+            .arg(&sock)
+            .arg("--state-file")
+            .arg(&state_file)
+            .arg("--tag")
+            .arg(self.tag(&req.id))
+            .current_dir(&req.run_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr);
+        // SAFETY: setsid() is async-signal-safe and touches no memory; it runs in the
+        // child between fork and exec so the monitor is its own session and survives
+        // (and is not signalled by) a daemon restart.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| op(format!("spawn {} vmm: {e}", self.roost_bin.display())))?;
+        let pid = child.id() as i32;
+        // Reaped through waitpid (ProcId::exited); dropping `child` neither kills nor waits.
+        drop(child);
+        let proc = ProcId::of(pid).ok_or_else(|| op("the monitor died at once".into()))?;
+        let kill = || {
+            proc.signal_group(libc::SIGKILL);
+            reap(pid);
+            let _ = std::fs::remove_file(&sock);
+        };
+        let t0 = Instant::now();
+        while !sock.exists() {
+            if !proc.alive() || t0.elapsed() > Duration::from_secs(10) {
+                kill();
+                let err = std::fs::read_to_string(req.run_dir.join(STDERR)).unwrap_or_default();
+                return Err(op(format!(
+                    "the monitor never opened its API socket: {}",
+                    err.trim()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut steps = vec![
+            (
+                "/boot-source",
+                json!({
+                    "kernel_image_path": vm.kernel,
+                    "initrd_path": vm.initrd,
+                    "boot_args": vm.cmdline.clone().unwrap_or_default(),
+                }),
+            ),
+            (
+                "/machine-config",
+                json!({ "vcpu_count": vm.vcpus, "mem_size_mib": vm.memory_mib }),
+            ),
+        ];
+        let p = &req.placement;
+        if !p.cpus.is_empty() || p.realtime.is_some() {
+            let mut c = json!({ "cpus": p.cpus });
+            if let Some(rt) = p.realtime {
+                c["rt_priority"] = json!(rt.priority);
+                c["rt_policy"] = json!(match rt.policy {
+                    RtPolicy::Fifo => "fifo",
+                    RtPolicy::Rr => "rr",
+                });
+            }
+            steps.push(("/cpu-config", c));
+        }
+        steps.push(("/actions", json!({ "action_type": "start" })));
+        for (path, body) in steps {
+            match api_async(sock.clone(), "PUT", path, Some(body)).await {
+                Ok((204, _)) => {}
+                // The guest already ended (a tiny guest can finish during `start`).
+                _ if path == "/actions" && state_file.exists() => break,
+                Ok((400, b)) => {
+                    kill();
+                    let field = match path {
+                        "/machine-config" => "spec.vm",
+                        "/cpu-config" => "placement",
+                        _ => "spec.vm.kernel",
+                    };
+                    return Err(DriverError::Spec {
+                        field: field.into(),
+                        message: fault_message(&b),
+                    });
+                }
+                Ok((s, b)) => {
+                    kill();
+                    return Err(op(format!("PUT {path}: HTTP {s}: {}", fault_message(&b))));
+                }
+                Err(e) => {
+                    kill();
+                    return Err(op(format!("PUT {path}: {e}")));
+                }
+            }
+        }
+        tracing::info!(instance = %req.id.key(), pid, sock = %sock.display(), "VM started");
+        let data = serde_json::to_value(Data {
+            proc,
+            sock,
+            state_file,
+        })
+        .map_err(|e| op(e.to_string()))?;
+        Ok(TaskHandle {
+            id: req.id.clone(),
+            driver: DriverKind::Vm,
+            data,
+        })
+    }
+
+    async fn wait(&self, h: &TaskHandle) -> Result<ExitInfo, DriverError> {
+        let d = Self::data(h)?;
+        d.proc.exited().await;
+        let reaped = reap(d.proc.pid);
+        if let Some(info) = exit_from_state(&d.state_file) {
+            return Ok(info);
+        }
+        if let Some(st) = reaped {
+            if libc::WIFSIGNALED(st) {
+                return Ok(ExitInfo {
+                    code: None,
+                    signal: Some(libc::WTERMSIG(st)),
+                    reason: "killed".into(),
+                    message: Some("the VM monitor was killed".into()),
+                });
+            }
+        }
+        Ok(ExitInfo {
+            code: None,
+            signal: None,
+            reason: "lost".into(),
+            message: Some("the VM monitor ended without recording how the VM ended".into()),
+        })
+    }
+
+    async fn stop(&self, h: &TaskHandle, grace: Duration) -> Result<(), DriverError> {
+        let d = Self::data(h)?;
+        if !d.proc.alive() {
+            return Ok(());
+        }
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        let asked = api_async(
+            d.sock.clone(),
+            "PUT",
+            "/actions",
+            Some(json!({ "action_type": "stop", "grace_ms": grace_ms })),
+        )
+        .await;
+        let polite = matches!(asked, Ok((204, _)));
+        if !polite
+            || tokio::time::timeout(grace + Duration::from_secs(1), d.proc.exited())
+                .await
+                .is_err()
+        {
+            d.proc.signal_group(libc::SIGKILL);
+            d.proc.exited().await;
+        }
+        let _ = std::fs::remove_file(&d.sock);
+        Ok(())
+    }
+
+    async fn destroy(&self, h: &TaskHandle) -> Result<(), DriverError> {
+        let d = Self::data(h)?;
+        d.proc.signal_group(libc::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(5), d.proc.exited()).await;
+        reap(d.proc.pid);
+        let _ = std::fs::remove_file(&d.sock);
+        Ok(())
+    }
+
+    async fn inspect(&self, h: &TaskHandle) -> Result<TaskState, DriverError> {
+        let d = Self::data(h)?;
+        if d.proc.alive() {
+            if let Ok((200, body)) = api_async(d.sock.clone(), "GET", "/vm", None).await {
+                if serde_json::from_str::<Value>(&body)
+                    .map(|v| v["state"] == "paused")
+                    .unwrap_or(false)
+                {
+                    return Ok(TaskState::Paused);
+                }
+            }
+            return Ok(TaskState::Running);
+        }
+        Ok(match exit_from_state(&d.state_file) {
+            Some(i) => TaskState::Exited(i),
+            None => TaskState::NotFound,
+        })
+    }
+
+    async fn recover(
+        &self,
+        workload: &str,
+        known: Option<&TaskHandle>,
+    ) -> Result<Vec<TaskHandle>, DriverError> {
+        let prefix = format!("{TAG}{}:{workload}-", self.host_id);
+        let mut out = Vec::new();
+        let rd = std::fs::read_dir("/proc").map_err(|e| DriverError::Op {
+            op: "recover",
+            instance: workload.to_string(),
+            reason: format!("read /proc: {e}"),
+        })?;
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&str> = raw
+                .split(|b| *b == 0)
+                .filter_map(|a| std::str::from_utf8(a).ok())
+                .collect();
+            let Some(n) = args
+                .iter()
+                .find_map(|a| a.strip_prefix(&prefix))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let (Some(sock), Some(state_file), Some(proc)) = (
+                find_arg(&args, "--api-sock"),
+                find_arg(&args, "--state-file"),
+                ProcId::of(pid),
+            ) else {
+                continue;
+            };
+            // Reconnect: a live monitor answers on its socket.
+            if api_async(sock.clone(), "GET", "/vm", None).await.is_err() {
+                tracing::warn!(pid, sock = %sock.display(), "VM monitor found but its API does not answer");
+            }
+            let id = InstanceId {
+                workload: workload.to_string(),
+                instance: n,
+            };
+            let data = serde_json::to_value(Data {
+                proc,
+                sock,
+                state_file,
+            })
+            .map_err(|e| DriverError::Op {
+                op: "recover",
+                instance: id.key(),
+                reason: e.to_string(),
+            })?;
+            out.push(TaskHandle {
+                id,
+                driver: DriverKind::Vm,
+                data,
+            });
+        }
+        if let Some(k) = known {
+            if !out.iter().any(|h| h.id == k.id) {
+                tracing::debug!(instance = %k.id.key(), "the stored VM is no longer running");
+            }
+        }
+        out.sort_by_key(|h| h.id.instance);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_files_map_to_exit_reasons() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.json");
+        std::fs::write(&p, r#"{"status":"shutdown"}"#).unwrap();
+        let i = exit_from_state(&p).unwrap();
+        assert!(i.success() && i.reason == "shutdown");
+        std::fs::write(
+            &p,
+            r#"{"status":"crashed","reason":"triple fault on vCPU 0"}"#,
+        )
+        .unwrap();
+        let i = exit_from_state(&p).unwrap();
+        assert_eq!(i.reason, "crashed");
+        assert!(!i.success());
+        assert_eq!(i.message.as_deref(), Some("triple fault on vCPU 0"));
+        std::fs::write(&p, "garbage").unwrap();
+        assert!(exit_from_state(&p).is_none());
+    }
+
+    #[test]
+    fn prepare_checks_name_the_field() {
+        let mut vm = VmSpec {
+            kernel: "/nonexistent/vmlinux".into(),
+            initrd: None,
+            cmdline: None,
+            vcpus: 1,
+            memory_mib: 64,
+        };
+        match check(&vm) {
+            Err(DriverError::Spec { field, message }) => {
+                assert_eq!(field, "spec.vm.kernel");
+                assert!(message.contains("/nonexistent/vmlinux"));
+            }
+            other => panic!("{other:?}"),
+        }
+        vm.vcpus = 65;
+        match check(&vm) {
+            Err(DriverError::Spec { field, .. }) => assert_eq!(field, "spec.vm.vcpus"),
+            other => panic!("{other:?}"),
+        }
+        vm.vcpus = 1;
+        vm.memory_mib = 1 << 40;
+        match check(&vm) {
+            Err(DriverError::Spec { field, .. }) => assert_eq!(field, "spec.vm.memoryMiB"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
