@@ -496,6 +496,8 @@ impl Supervisor {
                 rec.status.phase = Phase::Backoff;
                 rec.status.next_restart_at_ms = Some(now_ms());
                 rec.status.message = Some("restarting after a daemon restart".into());
+            } else if rec.desired != Desired::Running {
+                rec.status.phase = Phase::Stopped;
             } else {
                 rec.status.phase = if info.success() {
                     Phase::Exited
@@ -852,7 +854,7 @@ impl Actor {
         st.finished_at_ms = Some(now_ms());
         st.phase = Phase::Stopped;
         st.message = Some("stopped on request".into());
-        self.save(false);
+        self.save(true);
         self.emit("stopped", "stopped on request".into());
     }
 

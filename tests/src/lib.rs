@@ -36,5 +36,6 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 pub mod container;
+pub mod daemon;
 pub mod sched;
 pub mod vmm;

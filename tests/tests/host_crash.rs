@@ -1,0 +1,190 @@
+//! Restart safety: SIGKILL at any moment, re-adoption without restarts, never two
+//! copies, and the offline "host reboot" bringing every `always` workload back.
+
+use roost_host::client::Client;
+use roost_tests::daemon::{mock_spec, Daemon};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+#[test]
+fn sigkill_during_100_concurrent_creates_loses_nothing_accepted() {
+    let mut d = Daemon::start();
+    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let sock = d.socket();
+    let mut threads = Vec::new();
+    for i in 0..100 {
+        let accepted = Arc::clone(&accepted);
+        let done = Arc::clone(&done);
+        let sock = sock.clone();
+        threads.push(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let name = format!("w{i:03}");
+            let body = mock_spec(&name, json!({}), json!({})).into_bytes();
+            let r = rt.block_on(Client::new(&sock).request(
+                hyper::Method::POST,
+                "/v1/workloads",
+                Some(body),
+            ));
+            if let Ok(r) = r {
+                if r.status.as_u16() == 201 {
+                    accepted.lock().unwrap().insert(name);
+                }
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    // Kill the daemon while the creates are still coming in.
+    let t = Instant::now();
+    while done.load(Ordering::SeqCst) < 25 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    d.kill9();
+    for th in threads {
+        th.join().unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        !accepted.is_empty(),
+        "no create was accepted before the kill"
+    );
+    eprintln!(
+        "{} of 100 creates were accepted before SIGKILL",
+        accepted.len()
+    );
+    d.spawn();
+    let (_, list) = d.api("GET", "/v1/workloads", None);
+    let present: HashSet<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            w["workload"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let lost: Vec<_> = accepted.difference(&present).collect();
+    assert!(lost.is_empty(), "accepted but lost: {lost:?}");
+    // Every workload the daemon knows comes up, each exactly once.
+    for name in &present {
+        d.wait_phase(name, "running", T);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let procs = d.mock_instances();
+    for name in &present {
+        let n = procs.get(name).map(Vec::len).unwrap_or(0);
+        assert_eq!(n, 1, "{name} runs {n} copies: {:?}", procs.get(name));
+    }
+    // And nothing runs that the daemon does not know.
+    for name in procs.keys() {
+        assert!(
+            present.contains(name),
+            "{name} runs but is not in the store"
+        );
+    }
+}
+
+#[test]
+fn daemon_restart_readopts_without_restarting() {
+    let mut d = Daemon::start();
+    for i in 0..5 {
+        let spec = mock_spec(&format!("keep{i}"), json!({}), json!({}));
+        assert_eq!(d.api("POST", "/v1/workloads", Some(&spec)).0, 201);
+    }
+    for i in 0..5 {
+        d.wait_phase(&format!("keep{i}"), "running", T);
+    }
+    let before = d.mock_instances();
+    d.kill9();
+    d.spawn();
+    for i in 0..5 {
+        let v = d.wait_phase(&format!("keep{i}"), "running", T);
+        assert_eq!(
+            v["status"]["instance"], 1,
+            "restarted instead of re-adopted: {v}"
+        );
+        assert_eq!(v["status"]["restarts"], 0);
+    }
+    assert_eq!(
+        d.mock_instances(),
+        before,
+        "processes changed across the daemon restart"
+    );
+    // Its exit is still observed after re-adoption: stop one from outside.
+    let (_, b) = d.api_raw("GET", "/v1/events?workload=keep0", None);
+    assert!(String::from_utf8_lossy(&b).contains("adopted"));
+    for pid in d.workload_pids() {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(":keep0-1") {
+            // SAFETY: kill(2) on a pid we just read.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+    let v = d.wait_for("keep0", "restart after outside kill", T, |v| {
+        v["status"]["instance"].as_u64() == Some(2) && v["status"]["phase"] == "running"
+    });
+    assert_eq!(v["status"]["restarts"], 1);
+}
+
+#[test]
+fn simulated_reboot_brings_always_workloads_back_within_10s() {
+    let mut d = Daemon::start();
+    let n = 20;
+    for i in 0..n {
+        let spec = mock_spec(
+            &format!("svc{i}"),
+            json!({}),
+            json!({"restartPolicy": "always"}),
+        );
+        assert_eq!(d.api("POST", "/v1/workloads", Some(&spec)).0, 201);
+    }
+    let once = mock_spec("oneshot", json!({}), json!({"restartPolicy": "never"}));
+    assert_eq!(d.api("POST", "/v1/workloads", Some(&once)).0, 201);
+    let parked = mock_spec("parked", json!({}), json!({}));
+    assert_eq!(d.api("POST", "/v1/workloads", Some(&parked)).0, 201);
+    d.wait_phase("parked", "running", T);
+    assert_eq!(d.api("POST", "/v1/workloads/parked/stop", None).0, 200);
+    for i in 0..n {
+        d.wait_phase(&format!("svc{i}"), "running", T);
+    }
+    d.wait_phase("oneshot", "running", T);
+    // The "reboot": daemon and every workload process die; no central anywhere.
+    d.kill9();
+    d.kill_workloads();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(d.workload_pids().is_empty());
+    let t = Instant::now();
+    d.spawn();
+    for i in 0..n {
+        d.wait_for(
+            &format!("svc{i}"),
+            "back after reboot",
+            Duration::from_secs(10),
+            |v| v["status"]["phase"] == "running" && v["status"]["instance"].as_u64() >= Some(2),
+        );
+    }
+    let took = t.elapsed();
+    eprintln!("{n} always-workloads back {took:?} after the daemon started");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let procs = d.mock_instances();
+    for i in 0..n {
+        assert_eq!(procs.get(&format!("svc{i}")).map(Vec::len), Some(1));
+    }
+    // `never` stays down, a stopped one stays stopped.
+    let v: Value = d.get("oneshot");
+    assert_eq!(v["status"]["phase"], "failed", "{v}");
+    assert_eq!(d.get("parked")["status"]["phase"], "stopped");
+    assert!(procs.get("oneshot").is_none() && procs.get("parked").is_none());
+}
