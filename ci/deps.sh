@@ -27,6 +27,13 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The OpenAPI document is checked with a real validator.
+if ! python3 -c "import openapi_spec_validator" >/dev/null 2>&1; then
+  echo "ci/deps.sh: installing openapi-spec-validator (PyPI)" >&2
+  python3 -m pip install -q --root-user-action=ignore openapi-spec-validator >/dev/null 2>&1 ||
+    python3 -m pip install -q openapi-spec-validator >/dev/null
+fi
+
 # Debian's containerd/docker-registry units must not grab the system sockets; Roost
 # starts private daemons. (They are not started in containers without systemd anyway.)
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
