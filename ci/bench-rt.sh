@@ -46,13 +46,16 @@ cleanup() {
   # The probe removes its own cgroups; if it was killed, remove what is left,
   # budgets bottom-up.
   for d in /sys/fs/cgroup/cpu/"$prefix"/rt/*/; do
-    [[ -d $d ]] && { echo 0 >"$d/cpu.rt_runtime_us" 2>/dev/null || true; }
+    [[ -d $d ]] && { { echo 0 >"$d/cpu.rt_runtime_us"; } 2>/dev/null || true; }
   done
   for c in cpu cpuset memory; do
     base=/sys/fs/cgroup/$c/$prefix
     [[ -d $base ]] || continue
     find "$base" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    [[ $c == cpu ]] && { echo 0 >"$base/rt/cpu.rt_runtime_us" 2>/dev/null || true; echo 0 >"$base/cpu.rt_runtime_us" 2>/dev/null || true; }
+    if [[ $c == cpu ]]; then
+      { echo 0 >"$base/rt/cpu.rt_runtime_us"; } 2>/dev/null || true
+      { echo 0 >"$base/cpu.rt_runtime_us"; } 2>/dev/null || true
+    fi
     rmdir "$base"/* "$base" 2>/dev/null || true
   done
   rm -rf "$work"
@@ -69,6 +72,83 @@ share_platform = true
 budget_us = 900000
 workload_budget_us = 900000
 TOML
+
+cat >"$work/bench.py" <<'PY'
+"""Helpers for ci/bench-rt.sh: one-line views of probe/cyclictest runs and the summary."""
+import json, statistics, sys
+from pathlib import Path
+
+
+def cyclic(path):
+    """(percentile function, samples, overflows) from a cyclictest -h histogram."""
+    hist, over = [], 0
+    for line in Path(path).read_text().splitlines():
+        p = line.split()
+        if len(p) == 2 and p[0].isdigit():
+            hist.append((int(p[0]), int(p[1])))
+        elif line.startswith("# Histogram Overflows:"):
+            over = int(line.split(":")[1])
+    total = sum(c for _, c in hist) + over
+
+    def pct(q):
+        acc = 0
+        for us, c in hist:
+            acc += c
+            if acc >= q * total:
+                return float(us)
+        return 20000.0
+
+    return pct, total, over
+
+
+def show(path, kind):
+    d = json.load(open(path))
+    if kind == "wake":
+        w = d["wakeup"]
+        return "wake p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f us" % (w["p50"], w["p99"], w["p999"], w["max"])
+    s = "missed %d/%d (%.2f %%)  wake p99 %.1f us  resp p50 %.1f  p99 %.1f us  on %s, %s" % (
+        d["missed"], d["periods"], 100 * d["missRatio"], d["wakeup"]["p99"],
+        d["response"]["p50"], d["response"]["p99"], d["cpus"], d["policy"])
+    if "cgroup" in d:
+        s += "  cgroup " + d["cgroup"]
+    return s
+
+
+def summary(w, runs):
+    w = Path(w)
+    js = lambda k: [json.load(open(w / ("%s.%d.json" % (k, r)))) for r in range(1, runs + 1)]
+    a, b, c, wk = js("a"), js("b"), js("c"), js("w")
+    miss = lambda rs: sum(d["missed"] for d in rs)
+    periods = lambda rs: sum(d["periods"] for d in rs)
+    print("== summary over %d rounds of %s s at 1 kHz" % (runs, a[0]["config"]["seconds"]))
+    for name, rs in (("(a) placed rt + neighbour", a), ("(b) unplaced + neighbour", b),
+                     ("(c) SCHED_FIFO idle core 1", c)):
+        print("%-28s missed %6d/%-6d (%.3f %%)  resp p99 median %.1f us  wake p99 median %.1f us" % (
+            name, miss(rs), periods(rs), 100.0 * miss(rs) / max(1, periods(rs)),
+            statistics.median(d["response"]["p99"] for d in rs),
+            statistics.median(d["wakeup"]["p99"] for d in rs)))
+    wake_a = statistics.median(d["wakeup"]["p99"] for d in wk)
+    wake_y = statistics.median(cyclic(w / ("y.%d.txt" % r))[0](0.99) for r in range(1, runs + 1))
+    print("(w) placed probe, no work: wake-up p99 median %.1f us; cyclictest p99 median %.1f us" % (wake_a, wake_y))
+    r1 = (miss(a) + 1) / (miss(c) + 1)
+    r2 = (miss(a) + 1) / (miss(b) + 1)
+    r3 = wake_a / max(wake_y, 1.0)
+    print("GOAL rt_miss_vs_floor %.3f 2.0 %s" % (r1, "PASS" if r1 <= 2.0 else "FAIL"))
+    print("GOAL rt_miss_vs_unplaced %.4f 0.05 %s" % (r2, "PASS" if r2 <= 0.05 else "FAIL"))
+    print("GOAL rt_wake_p99_vs_cyclictest %.3f 1.25 %s" % (r3, "PASS" if r3 <= 1.25 else "FAIL"))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "show":
+        print(show(sys.argv[2], sys.argv[3]))
+    elif cmd == "cyc":
+        pct, total, over = cyclic(sys.argv[2])
+        print("wake p50 %.0f  p99 %.0f  p99.9 %.0f us  (%d samples, %d over 20 ms)" % (
+            pct(0.5), pct(0.99), pct(0.999), total, over))
+    else:
+        summary(sys.argv[2], int(sys.argv[3]))
+PY
 
 echo "== host profile"
 "$ROOST_BIN" host config check "$work/profile.toml" 2>/dev/null || cat "$work/profile.toml"
@@ -105,84 +185,25 @@ for r in $(seq "$RUNS"); do
   probe --work-us "$WORK" --place realtime --profile "$work/profile.toml" \
     --cgroup-prefix "$prefix" --name ctl --priority "$PRIO" >"$work/a.$r.json"
   stop_group "$g"; wait "$g" 2>/dev/null || true
-  echo "(a) placed:   $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"missed {d["missed"]}/{d["periods"]}  wake p99 {d["wakeup"]["p99"]:.1f} µs  resp p99 {d["response"]["p99"]:.1f} µs  cgroup {d.get("cgroup")}")' "$work/a.$r.json")"
+  echo "(a) placed:    $(python3 "$work/bench.py" show "$work/a.$r.json" loop)"
 
   g=$(neighbour no); groups+=("$g"); sleep 1
   probe --work-us "$WORK" >"$work/b.$r.json"
   stop_group "$g"; wait "$g" 2>/dev/null || true
-  echo "(b) unplaced: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"missed {d["missed"]}/{d["periods"]}  wake p99 {d["wakeup"]["p99"]:.1f} µs  resp p99 {d["response"]["p99"]:.1f} µs")' "$work/b.$r.json")"
+  echo "(b) unplaced:  $(python3 "$work/bench.py" show "$work/b.$r.json" loop)"
 
   probe --work-us "$WORK" --cpu 1 --priority "$PRIO" >"$work/c.$r.json"
-  echo "(c) floor:    $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"missed {d["missed"]}/{d["periods"]}  wake p99 {d["wakeup"]["p99"]:.1f} µs  resp p99 {d["response"]["p99"]:.1f} µs")' "$work/c.$r.json")"
+  echo "(c) floor:     $(python3 "$work/bench.py" show "$work/c.$r.json" loop)"
 
   g=$(neighbour yes); groups+=("$g"); sleep 1
   probe --work-us 0 --place realtime --profile "$work/profile.toml" \
     --cgroup-prefix "$prefix" --name ctl --priority "$PRIO" >"$work/w.$r.json"
   stop_group "$g"; wait "$g" 2>/dev/null || true
-  echo "(w) placed, no work: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"wake p50 {d["wakeup"]["p50"]:.1f}  p99 {d["wakeup"]["p99"]:.1f}  p99.9 {d["wakeup"]["p999"]:.1f}  max {d["wakeup"]["max"]:.1f} µs")' "$work/w.$r.json")"
+  echo "(w) placed, no work: $(python3 "$work/bench.py" show "$work/w.$r.json" wake)"
 
   cyclictest -m -q -p "$PRIO" --policy=fifo -a 1 -t 1 -i "$PERIOD" -D "$SECS" -h 20000 \
     >"$work/y.$r.txt" 2>/dev/null
-  echo "(y) cyclictest: $(python3 - "$work/y.$r.txt" <<'PY'
-import sys
-from pathlib import Path
-lines = Path(sys.argv[1]).read_text().splitlines()
-hist, over = [], 0
-for l in lines:
-    p = l.split()
-    if len(p) == 2 and p[0].isdigit():
-        hist.append((int(p[0]), int(p[1])))
-    elif l.startswith("# Histogram Overflows:"):
-        over = int(l.split(":")[1])
-total = sum(c for _, c in hist) + over
-def pct(q):
-    need, acc = q * total, 0
-    for us, c in hist:
-        acc += c
-        if acc >= need:
-            return us
-    return 20000
-print(f"wake p50 {pct(0.5)}  p99 {pct(0.99)}  p99.9 {pct(0.999)} µs  ({total} samples, {over} over 20 ms)")
-PY
-)"
+  echo "(y) cyclictest: $(python3 "$work/bench.py" cyc "$work/y.$r.txt")"
 done
 
-python3 - "$work" "$RUNS" <<'PY'
-import json, sys, statistics
-from pathlib import Path
-w, runs = Path(sys.argv[1]), int(sys.argv[2])
-def js(k):
-    return [json.load(open(w / f"{k}.{r}.json")) for r in range(1, runs + 1)]
-def cyc_p99(r):
-    hist, over = [], 0
-    for l in (w / f"y.{r}.txt").read_text().splitlines():
-        p = l.split()
-        if len(p) == 2 and p[0].isdigit():
-            hist.append((int(p[0]), int(p[1])))
-        elif l.startswith("# Histogram Overflows:"):
-            over = int(l.split(":")[1])
-    total = sum(c for _, c in hist) + over
-    acc = 0
-    for us, c in hist:
-        acc += c
-        if acc >= 0.99 * total:
-            return float(us)
-    return 20000.0
-a, b, c, wk = js("a"), js("b"), js("c"), js("w")
-miss = lambda rs: sum(d["missed"] for d in rs)
-periods = lambda rs: sum(d["periods"] for d in rs)
-print("== summary over %d rounds of %s s at 1 kHz" % (runs, a[0]["config"]["seconds"]))
-for name, rs in (("(a) placed rt + neighbour", a), ("(b) unplaced + neighbour", b), ("(c) SCHED_FIFO idle core 1", c)):
-    print(f"{name:<28} missed {miss(rs):>6}/{periods(rs):<6} ({100*miss(rs)/max(1,periods(rs)):.3f} %)  "
-          f"resp p99 median {statistics.median(d['response']['p99'] for d in rs):.1f} µs  "
-          f"wake p99 median {statistics.median(d['wakeup']['p99'] for d in rs):.1f} µs")
-wake_a = statistics.median(d["wakeup"]["p99"] for d in wk)
-wake_y = statistics.median(cyc_p99(r) for r in range(1, runs + 1))
-print(f"(w) placed probe, no work: wake-up p99 median {wake_a:.1f} µs; cyclictest p99 median {wake_y:.1f} µs")
-r1 = (miss(a) + 1) / (miss(c) + 1)
-r2 = (miss(a) + 1) / (miss(b) + 1)
-r3 = wake_a / max(wake_y, 1.0)
-print(f"GOAL rt_miss_vs_floor {r1:.3f} 2.0 {'PASS' if r1 <= 2.0 else 'FAIL'}")
-print(f"GOAL rt_miss_vs_unplaced {r2:.4f} 0.05 {'PASS' if r2 <= 0.05 else 'FAIL'}")
-print(f"GOAL rt_wake_p99_vs_cyclictest {r3:.3f} 1.25 {'PASS' if r3 <= 1.25 else 'FAIL'}")
-PY
+python3 "$work/bench.py" summary "$work" "$RUNS"

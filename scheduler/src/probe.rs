@@ -42,6 +42,9 @@ pub struct ProbeConfig {
     pub period_us: u64,
     /// CPU time to compute each period, µs (0 = wake and sleep, like cyclictest).
     pub work_us: u64,
+    /// Hold `/dev/cpu_dma_latency` at 0 during the run (as cyclictest does), so idle
+    /// CPUs do not sleep in states that are slow to leave.
+    pub pm_qos: bool,
 }
 
 impl Default for ProbeConfig {
@@ -53,6 +56,7 @@ impl Default for ProbeConfig {
             seconds: 10.0,
             period_us: 1000,
             work_us: 0,
+            pm_qos: true,
         }
     }
 }
@@ -150,6 +154,8 @@ pub struct ProbeReport {
     pub wakeup: Stats,
     /// Period start to work done, µs.
     pub response: Stats,
+    /// Whether `/dev/cpu_dma_latency` was held at 0.
+    pub pm_qos_held: bool,
 }
 
 impl ProbeReport {
@@ -163,8 +169,17 @@ impl ProbeReport {
             )
         };
         let mut s = format!(
-            "probe: {} on CPU {}, period {} µs, work {} µs, {} s\n",
-            self.policy, self.cpus, c.period_us, c.work_us, c.seconds
+            "probe: {} on CPU {}, period {} µs, work {} µs, {} s{}\n",
+            self.policy,
+            self.cpus,
+            c.period_us,
+            c.work_us,
+            c.seconds,
+            if self.pm_qos_held {
+                ", cpu_dma_latency 0"
+            } else {
+                ""
+            }
         );
         s.push_str(&format!(
             "periods {}, ran {}, missed deadlines {} ({:.3} %)\n",
@@ -223,6 +238,18 @@ fn burn(work_ns: u64) {
     }
 }
 
+/// Ask for zero exit latency from idle states while the returned file stays open (the
+/// kernel's PM QoS interface); `None` when the device is missing or not writable.
+fn hold_pm_qos() -> Option<std::fs::File> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/cpu_dma_latency")
+        .ok()?;
+    f.write_all(&0i32.to_ne_bytes()).ok()?;
+    Some(f)
+}
+
 /// Run the probe on the calling thread. The thread's policy is put back to
 /// SCHED_OTHER afterwards.
 pub fn run(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
@@ -234,6 +261,10 @@ pub fn run(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     // SAFETY: mlockall takes flags only; failure (no privilege) is harmless.
     if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
         tracing::debug!("mlockall failed; page faults may add latency");
+    }
+    let qos = if cfg.pm_qos { hold_pm_qos() } else { None };
+    if cfg.pm_qos && qos.is_none() {
+        tracing::debug!("cannot hold /dev/cpu_dma_latency; idle exits may add latency");
     }
     let period = cfg.period_us * 1000;
     let work = cfg.work_us * 1000;
@@ -285,6 +316,8 @@ pub fn run(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     if cfg.priority.is_some() {
         rt::set_policy(0, Policy::Other, 0)?;
     }
+    let pm_qos_held = qos.is_some();
+    drop(qos);
     let activations = wake.len() as u64;
     Ok(ProbeReport {
         config: cfg.clone(),
@@ -313,6 +346,7 @@ pub fn run(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
         },
         wakeup: Stats::from_ns(&mut wake),
         response: Stats::from_ns(&mut resp),
+        pm_qos_held,
     })
 }
 

@@ -78,6 +78,9 @@ pub struct LatencyArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Do not hold /dev/cpu_dma_latency at 0 during the run (cyclictest holds it).
+    #[arg(long)]
+    pub no_pm_qos: bool,
     /// Let Roost's scheduler place the probe (admission, cgroup, policy).
     #[arg(long, value_enum)]
     pub place: Option<PlaceArg>,
@@ -147,6 +150,7 @@ fn latency(a: LatencyArgs) -> anyhow::Result<ExitCode> {
         seconds: a.seconds,
         period_us: a.period_us,
         work_us: a.work_us,
+        pm_qos: !a.no_pm_qos,
     };
     cfg.validate()?;
     let placed = match a.place {
