@@ -102,7 +102,24 @@ pub struct Client {
     socket: PathBuf,
     namespace: String,
     timeout: Duration,
+    /// Resolved images by name, keyed on the target digest they were resolved from
+    /// (content is immutable by digest, so only a retag invalidates an entry).
+    pub(crate) images: ImageCache,
 }
+
+/// Shared cache of resolved images and their layer directories.
+pub(crate) type ImageCache = std::sync::Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            (
+                String,
+                crate::image::ResolvedImage,
+                crate::image::ImageFiles,
+            ),
+        >,
+    >,
+>;
 
 impl Client {
     /// Connect to containerd at `socket` in namespace [`NAMESPACE`] and check it answers.
@@ -129,6 +146,7 @@ impl Client {
             socket: socket.to_path_buf(),
             namespace: namespace.to_string(),
             timeout: Duration::from_secs(30),
+            images: ImageCache::default(),
         };
         let mut v = VersionClient::new(client.channel.clone());
         let version = tokio::time::timeout(Duration::from_secs(5), v.version(()))
@@ -161,6 +179,7 @@ impl Client {
             socket: socket.to_path_buf(),
             namespace: namespace.to_string(),
             timeout: Duration::from_secs(30),
+            images: ImageCache::default(),
         })
     }
 

@@ -6,7 +6,7 @@
 
 use crate::cgroup::{set_realtime, CgroupError, CgroupV1};
 use crate::client::{Client, RpcError, SNAPSHOTTER};
-use crate::image::{ImageError, ResolvedImage, User};
+use crate::image::{ImageError, ImageFiles, ResolvedImage, User};
 use crate::spec::{self, RunSpec};
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
@@ -19,6 +19,13 @@ use containerd_client::types::v1::Status as ProcStatus;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
 
 /// The shim every Roost container runs under.
 pub const RUNTIME: &str = "io.containerd.runc.v2";
@@ -167,22 +174,7 @@ impl Client {
                 )));
             }
         }
-        let image = match self.image_resolve(&run.image).await {
-            Ok(i) => i,
-            Err(ImageError::Rpc(e)) => return Err(CheckError::Rpc(e)),
-            Err(e) => return Err(CheckError::Image(e.to_string())),
-        };
-        self.ensure_unpacked(&image).await.map_err(|e| match e {
-            ImageError::Rpc(r) => CheckError::Rpc(r),
-            other => CheckError::Image(other.to_string()),
-        })?;
-        let files = self
-            .image_files(&image.chain_id)
-            .await
-            .map_err(|e| match e {
-                ImageError::Rpc(r) => CheckError::Rpc(r),
-                other => CheckError::Image(other.to_string()),
-            })?;
+        let (image, files) = self.resolve_for_run(&run.image).await?;
         let env = spec::env(run, &image.config);
         let mut args = spec::argv(run, &image.config);
         let Some(cmd) = args.first().cloned() else {
@@ -224,6 +216,38 @@ impl Client {
             args,
             env,
         })
+    }
+
+    /// The image and its layer directories, from the cache when the name still points
+    /// at the same digest (one Images.Get instead of ~6 calls, two of them writes).
+    async fn resolve_for_run(&self, name: &str) -> Result<(ResolvedImage, ImageFiles), CheckError> {
+        let to_check = |e: ImageError| match e {
+            ImageError::Rpc(r) => CheckError::Rpc(r),
+            other => CheckError::Image(other.to_string()),
+        };
+        let normalized = crate::image::normalize_reference(name).map_err(to_check)?;
+        let target = self
+            .image_get(&normalized)
+            .await
+            .map_err(to_check)?
+            .and_then(|i| i.target)
+            .map(|t| t.digest)
+            .ok_or_else(|| {
+                to_check(ImageError::NotFound {
+                    name: normalized.clone(),
+                    namespace: self.namespace().to_string(),
+                })
+            })?;
+        if let Some((digest, img, files)) = lock(&self.images).get(&normalized) {
+            if *digest == target {
+                return Ok((img.clone(), files.clone()));
+            }
+        }
+        let image = self.image_resolve(&normalized).await.map_err(to_check)?;
+        self.ensure_unpacked(&image).await.map_err(to_check)?;
+        let files = self.image_files(&image.chain_id).await.map_err(to_check)?;
+        lock(&self.images).insert(normalized, (target, image.clone(), files.clone()));
+        Ok((image, files))
     }
 
     /// Unpack again if the snapshots went missing (an image imported by another tool).

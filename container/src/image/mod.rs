@@ -363,6 +363,9 @@ impl Client {
     /// another image or a container still uses them.
     pub async fn image_remove(&self, name: &str) -> Result<(), ImageError> {
         let name = normalize_reference(name)?;
+        if let Ok(mut cache) = self.images.lock() {
+            cache.remove(&name);
+        }
         let req = self.req(DeleteImageRequest {
             name: name.clone(),
             sync: true,

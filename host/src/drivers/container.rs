@@ -325,10 +325,33 @@ impl Driver for ContainerDriver {
 
     async fn destroy(&self, h: &TaskHandle) -> Result<(), DriverError> {
         let d = Self::data(h)?;
-        self.client
-            .delete(&d.container_id, &self.cgroups)
+        let st = self
+            .client
+            .state(&d.container_id)
             .await
-            .map_err(|e| task_err("destroy", &d.container_id, e, None))
+            .map_err(|e| task_err("destroy", &d.container_id, e.into(), None))?;
+        match st {
+            State::NotFound => Ok(()),
+            // Already ended: nothing runs and nothing holds resources the scheduler
+            // hands out, so the containerd records (≈40 ms of metadata writes) go in
+            // the background and the exit is reported without waiting on them. A
+            // daemon that dies first leaves a stopped container that `recover` removes.
+            State::Stopped(_) | State::NoTask => {
+                let (client, cgroups, id) =
+                    (self.client.clone(), self.cgroups.clone(), d.container_id);
+                tokio::spawn(async move {
+                    if let Err(e) = client.delete(&id, &cgroups).await {
+                        tracing::warn!(container = %id, error = %e, "background delete failed");
+                    }
+                });
+                Ok(())
+            }
+            State::Running | State::Paused => self
+                .client
+                .delete(&d.container_id, &self.cgroups)
+                .await
+                .map_err(|e| task_err("destroy", &d.container_id, e, None)),
+        }
     }
 
     async fn inspect(&self, h: &TaskHandle) -> Result<TaskState, DriverError> {
