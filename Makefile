@@ -1,6 +1,5 @@
 # Roost — two entry points: `make demo` and `make test`. Benchmarks: `make bench-<area>`.
 SHELL := /bin/bash
-# The default target is the demo.
 .PHONY: demo test deps build release clean
 
 demo:
@@ -30,13 +29,3 @@ bench-rt:
 # The same image 20 times through Roost (API create -> exit) and `ctr run --rm`, interleaved.
 bench-container:
 	@ci/bench-container.sh
-
-.PHONY: bench-vmm
-# The hello guest 20 times through `roost vmm` and QEMU microvm, interleaved; monitor RSS overhead.
-bench-vmm:
-	@ci/bench-vmm.sh
-
-.PHONY: bench-api
-# 1,000 mock workloads through the daemon's API: create->running p50/p99 and RSS.
-bench-api:
-	@ci/bench-api.sh
