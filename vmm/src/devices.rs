@@ -47,20 +47,28 @@ impl ConsoleOut {
     }
 }
 
-impl Write for ConsoleOut {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.contains(&b'\n') || self.buf.len() >= 4096 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
+impl ConsoleOut {
+    /// Write out everything buffered, a partial last line included.
+    pub fn drain(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             self.sink.write_all(&self.buf)?;
             self.buf.clear();
         }
         self.sink.flush()
+    }
+}
+
+impl Write for ConsoleOut {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if data.contains(&b'\n') || self.buf.len() >= 4096 {
+            self.drain()?;
+        }
+        Ok(data.len())
+    }
+    // The UART flushes after every byte; we keep whole lines (one write per line).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -158,7 +166,7 @@ impl Devices {
     /// Push out any console bytes still buffered.
     pub fn flush_console(&self) {
         let mut s = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = s.writer_mut().flush() {
+        if let Err(e) = s.writer_mut().drain() {
             tracing::warn!(error = %e, "console flush failed");
         }
     }

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod memory;
 pub mod metrics;
 pub mod rt;
+pub mod trim;
 mod vcpu;
 pub mod vm;
 pub mod x86;

@@ -310,6 +310,7 @@ impl Server {
             Fault(code, chain(&e))
         })?;
         vm.start().map_err(|e| Fault(500, chain(&e)))?;
+        super::trim();
         let vm = Arc::new(vm);
         *slot = Some(vm.clone());
         drop(slot);

@@ -77,7 +77,7 @@ fn parse_boot(s: &str) -> Result<BootProtocol, String> {
 }
 
 pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
-    super::init_tracing("warn");
+    init_tracing();
     if let Some(sock) = args.api_sock {
         return api::serve(&sock, args.state_file.as_deref());
     }
@@ -98,6 +98,7 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
 
     let vm = Vm::create(cfg, Box::new(std::io::stdout())).context("cannot create the VM")?;
     vm.start().context("cannot start the VM")?;
+    trim();
     let end = vm.wait();
     let m = vm.metrics();
     let e = m.exits;
@@ -119,6 +120,36 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
         m.unhandled_mmio,
     );
     Ok(exit_code(&end))
+}
+
+/// Unmap start-up code once the VM runs (see `roost_vmm::trim`); `ROOST_VMM_NO_TRIM=1`
+/// keeps it (to measure the difference).
+pub(crate) fn trim() {
+    if std::env::var_os("ROOST_VMM_NO_TRIM").is_none() {
+        if let Err(e) = roost_vmm::trim::trim_startup_pages() {
+            tracing::debug!(error = %e, "cannot trim start-up pages");
+        }
+    }
+}
+
+/// Logs to stderr: `RUST_LOG` when set, else warnings only through a plain level filter
+/// (no env-filter machinery: the monitor's RSS is part of every VM's cost).
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let _ = if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .try_init()
+    };
 }
 
 /// 0 = shutdown, 3 = crashed, 4 = stopped.
