@@ -118,6 +118,15 @@ impl SchedAdmission {
         }
     }
 
+    /// Move process `pid` (the daemon itself, containerd, shims) onto the platform
+    /// cores: `roost/platform`. A no-op when not enforcing.
+    pub fn join_platform(&self, pid: u32) -> Result<(), CgroupError> {
+        match &self.cgroups {
+            Some(cg) => cg.attach(&format!("{}/platform", self.prefix), pid, false),
+            None => Ok(()),
+        }
+    }
+
     /// The scheduler.
     pub fn scheduler(&self) -> &Scheduler {
         &self.sched
@@ -512,6 +521,8 @@ mod tests {
         assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "450000");
         assert_eq!(rd("cpu/roost/rt/ctl/cpu.rt_runtime_us"), "450000");
         assert_eq!(rd("cpuset/roost/rt/ctl/cpuset.cpus"), p.cpus[0].to_string());
+        a.join_platform(4242).unwrap();
+        assert_eq!(rd("cpuset/roost/platform/cgroup.procs"), "4242");
         a.release("ctl");
         assert!(!dir.path().join("cpu/roost/rt/ctl").exists());
         assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "0");
