@@ -185,3 +185,31 @@ fn daemon_sigkill_and_restart_readopts_the_running_container() {
     s.d.wait_phase("sleeper", "stopped", T);
     s.finish(&["sleeper"]);
 }
+
+#[test]
+fn twenty_containers_applied_at_once_all_run_and_exit() {
+    let Some(s) = setup("dtwenty") else { return };
+    let workloads: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"apiVersion": "roost.dev/v1", "kind": "Workload", "metadata": {"name": format!("w{i}")},
+                   "spec": {"driver": "container", "restartPolicy": "never",
+                            "container": {"image": IMG, "command": ["sh", "-c", format!("echo hi {i}; sleep 1")]}}})
+        })
+        .collect();
+    let body = json!({"workloads": workloads}).to_string();
+    let (code, v) = s.d.api("POST", "/v1/apply", Some(&body));
+    assert!(code < 300, "{code} {v}");
+    for i in 0..20 {
+        let v =
+            s.d.wait_phase(&format!("w{i}"), "exited", Duration::from_secs(90));
+        assert_eq!(v["status"]["lastExit"]["code"], 0, "{v}");
+        let logs = s.d.cli(&["logs", &format!("w{i}")]);
+        assert_eq!(
+            String::from_utf8_lossy(&logs.stdout).trim(),
+            format!("hi {i}")
+        );
+    }
+    let names: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    s.finish(&refs);
+}
