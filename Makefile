@@ -29,3 +29,8 @@ bench-rt:
 # The same image 20 times through Roost (API create -> exit) and `ctr run --rm`, interleaved.
 bench-container:
 	@ci/bench-container.sh
+
+.PHONY: bench-vmm
+# The hello guest 20 times through `roost vmm` and QEMU microvm, interleaved; monitor RSS overhead.
+bench-vmm:
+	@ci/bench-vmm.sh
