@@ -28,7 +28,9 @@ fn setup(test: &str) -> Option<Setup> {
         import_busybox(&ns.client, IMG).await;
         ns
     });
-    // The daemon inherits this; each nextest test is its own process.
+    // The daemon inherits the namespace from our environment; under `cargo test` the
+    // tests share one process, so setting it and spawning happen under one lock.
+    let guard = env_lock();
     std::env::set_var("ROOST_CONTAINERD_NAMESPACE", &ns.name);
     let d = Daemon::start_with(&[
         "--containerd-socket",
@@ -38,11 +40,17 @@ fn setup(test: &str) -> Option<Setup> {
         "--restart-backoff-max-ms",
         "2000",
     ]);
+    drop(guard);
     Some(Setup {
         rt,
         ns: Some(ns),
         d,
     })
+}
+
+fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Setup {
@@ -163,7 +171,11 @@ fn daemon_sigkill_and_restart_readopts_the_running_container() {
         s.rt.block_on(client.state("sleeper-1")).unwrap(),
         roost_container::task::State::Running
     );
-    s.d.spawn();
+    {
+        let _guard = env_lock();
+        std::env::set_var("ROOST_CONTAINERD_NAMESPACE", &s.ns.as_ref().unwrap().name);
+        s.d.spawn();
+    }
     let v = s.d.wait_phase("sleeper", "running", T);
     assert_eq!(
         v["status"]["instance"], instance,
