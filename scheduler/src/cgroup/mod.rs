@@ -372,6 +372,46 @@ mod tests {
     }
 
     #[test]
+    fn detect_prefers_v1_and_falls_back_to_a_usable_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        let unified = dir.path().join("unified");
+        std::fs::create_dir_all(proc.join("self")).unwrap();
+        std::fs::create_dir_all(&unified).unwrap();
+        std::fs::write(
+            unified.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let v2_line = format!(
+            "31 25 0:27 / {} rw - cgroup2 cgroup2 rw\n",
+            unified.display()
+        );
+        std::fs::write(
+            proc.join("self/mountinfo"),
+            format!(
+                "1 0 0:1 / /c/cpu rw - cgroup cgroup rw,cpu,cpuacct\n\
+                 2 0 0:2 / /c/cpuset rw - cgroup cgroup rw,cpuset\n\
+                 3 0 0:3 / /c/memory rw - cgroup cgroup rw,memory\n{v2_line}"
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            Cgroups::detect(&proc, "roost").unwrap(),
+            Cgroups::V1(_)
+        ));
+        std::fs::write(proc.join("self/mountinfo"), &v2_line).unwrap();
+        assert!(matches!(
+            Cgroups::detect(&proc, "roost").unwrap(),
+            Cgroups::V2(_)
+        ));
+        // A unified mount without the controllers (a hybrid host's) is not usable.
+        std::fs::write(unified.join("cgroup.controllers"), "\n").unwrap();
+        let e = Cgroups::detect(&proc, "roost").unwrap_err();
+        assert!(e.to_string().contains("`cpu` is not mounted"), "{e}");
+    }
+
+    #[test]
     fn mountinfo_lines() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("self")).unwrap();
