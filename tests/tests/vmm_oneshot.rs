@@ -52,12 +52,12 @@ fn cmdline_reaches_the_guest_through_hvm_start_info_and_boot_params() {
 }
 
 #[test]
-fn smp_guest_sees_1_2_and_4_vcpus() {
+fn smp_guest_sees_1_2_4_and_64_vcpus() {
     if !kvm_available() {
         return;
     }
     let g = guest("smp");
-    for n in [1u32, 2, 4] {
+    for n in [1u32, 2, 4, 64] {
         let out = run_vmm(
             &["--kernel", g.to_str().unwrap(), "--vcpus", &n.to_string()],
             DEADLINE,
