@@ -22,6 +22,11 @@ pub fn allowed_cpus() -> io::Result<Vec<u32>> {
 
 /// Restrict the calling thread to `cpus` (must be non-empty).
 pub fn pin_current_thread(cpus: &[u32]) -> io::Result<()> {
+    pin_thread(0, cpus)
+}
+
+/// Restrict thread `tid` of this process (0 = the caller) to `cpus` (must be non-empty).
+pub fn pin_thread(tid: i32, cpus: &[u32]) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; all-zero is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in cpus {
@@ -34,8 +39,9 @@ pub fn pin_current_thread(cpus: &[u32]) -> io::Result<()> {
         // SAFETY: index checked against CPU_SETSIZE above.
         unsafe { libc::CPU_SET(c as usize, &mut set) };
     }
-    // SAFETY: `set` is a valid cpu_set_t of the size we pass; pid 0 = this thread.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size we pass; `tid` names a thread
+    // (a wrong one only makes the call fail).
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }

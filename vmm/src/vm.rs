@@ -357,20 +357,36 @@ impl Vm {
         }
         // Keep the monitor's own threads off the vCPUs' CPUs when others remain.
         if !self.cfg.cpus.is_empty() {
-            if let Ok(all) = rt::allowed_cpus() {
-                let rest: Vec<u32> = all
-                    .into_iter()
-                    .filter(|c| !self.cfg.cpus.contains(c))
-                    .collect();
-                if !rest.is_empty() {
-                    if let Err(e) = rt::pin_current_thread(&rest) {
-                        tracing::warn!(error = %e, "cannot move the monitor thread off the vCPU CPUs");
-                    }
-                }
-            }
+            self.move_other_threads_off_vcpu_cpus();
         }
         tracing::info!(vcpus = n, "VM started");
         Ok(())
+    }
+
+    fn move_other_threads_off_vcpu_cpus(&self) {
+        let Ok(all) = rt::allowed_cpus() else { return };
+        let rest: Vec<u32> = all
+            .into_iter()
+            .filter(|c| !self.cfg.cpus.contains(c))
+            .collect();
+        if rest.is_empty() {
+            return;
+        }
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.starts_with("vcpu") {
+                continue;
+            }
+            if let Err(e) = rt::pin_thread(tid, &rest) {
+                tracing::warn!(tid, error = %e, "cannot move a monitor thread off the vCPU CPUs");
+            }
+        }
     }
 
     fn pin_for(&self, index: u32) -> Option<Vec<u32>> {
