@@ -44,6 +44,8 @@ enum Command {
     Events(cmd::client::EventsArgs),
     /// Manage container images in containerd (import, pull, ls, rm).
     Image(cmd::image::ImageArgs),
+    /// Run a command inside a container workload's running instance (`roost exec NAME -- CMD`).
+    Exec(cmd::exec::ExecArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Vmm(a) => cmd::vmm::run(a),
         Command::Probe(a) => cmd::probe::run(a),
         Command::Image(a) => cmd::image::run(a),
+        Command::Exec(a) => cmd::exec::run(a),
         Command::Apply(a) => cmd::client::apply(a),
         Command::Ps(a) => cmd::client::ps(a),
         Command::Inspect(a) => cmd::client::inspect(a),

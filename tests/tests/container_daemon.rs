@@ -185,6 +185,22 @@ fn daemon_sigkill_and_restart_readopts_the_running_container() {
         s.rt.block_on(client.pids("sleeper-1")).unwrap(),
         pids_before
     );
+    // `roost exec` runs inside the re-adopted container.
+    let sock = socket().unwrap();
+    let out = s.d.cli(&[
+        "exec",
+        "--containerd-socket",
+        sock.to_str().unwrap(),
+        "--namespace",
+        &s.ns.as_ref().unwrap().name,
+        "sleeper",
+        "--",
+        "sh",
+        "-c",
+        "echo inside $(id -u); exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "inside 0");
     // The re-adopted container is still supervised: stop ends it within the grace.
     let t0 = Instant::now();
     let out = s.d.cli(&["stop", "sleeper"]);

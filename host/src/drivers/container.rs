@@ -4,7 +4,7 @@
 //! after a daemon restart, and `Tasks.Wait` from the new daemon still sees their exit.
 
 use crate::driver::{
-    Driver, DriverError, ExitInfo, InstanceId, Placement, StartRequest, TaskHandle, TaskState,
+    Driver, DriverError, Exec, ExitInfo, InstanceId, Placement, StartRequest, TaskHandle, TaskState,
 };
 use crate::spec::{ContainerSpec, DriverKind, RtPolicy as SpecRtPolicy, WorkloadSpec};
 use async_trait::async_trait;
@@ -433,6 +433,22 @@ impl Driver for ContainerDriver {
         }
         out.sort_by_key(|h| h.id.instance);
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl Exec for ContainerDriver {
+    async fn exec(
+        &self,
+        handle: &TaskHandle,
+        argv: &[String],
+    ) -> Result<(i32, Vec<u8>), DriverError> {
+        let d = Self::data(handle)?;
+        self.client
+            .exec(&d.container_id, argv, Duration::from_secs(300))
+            .await
+            .map(|(status, out)| (status as i32, out))
+            .map_err(|e| task_err("exec", &d.container_id, e, None))
     }
 }
 

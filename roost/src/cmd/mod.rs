@@ -2,6 +2,7 @@
 
 pub mod central;
 pub mod client;
+pub mod exec;
 pub mod host;
 pub mod host_config;
 pub mod image;
