@@ -1,5 +1,6 @@
 # Roost — two entry points: `make demo` and `make test`. Benchmarks: `make bench-<area>`.
 SHELL := /bin/bash
+# The default target is the demo.
 .PHONY: demo test deps build release clean
 
 demo:
@@ -34,3 +35,8 @@ bench-container:
 # The hello guest 20 times through `roost vmm` and QEMU microvm, interleaved; monitor RSS overhead.
 bench-vmm:
 	@ci/bench-vmm.sh
+
+.PHONY: bench-api
+# 1,000 mock workloads through the daemon's API: create->running p50/p99 and RSS.
+bench-api:
+	@ci/bench-api.sh

@@ -152,7 +152,8 @@ fn default_vm_memory() -> u64 {
     128
 }
 
-/// How the mock driver behaves: a host process that logs a line a second.
+/// How the mock driver behaves: a host process that logs ticks (1 s apart, 5 s after
+/// the first five), exits as told, and can ignore the polite stop.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MockSpec {

@@ -1,5 +1,6 @@
 //! The daemon's API and CLI with the mock driver: create / list / inspect / stop /
 //! start / rm, errors, socket permissions, config refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roost_tests::daemon::{mock_spec, write_file, Daemon};
 use roost_tests::roost_bin;
@@ -50,7 +51,7 @@ fn lifecycle_through_the_cli() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(d.get("web")["status"]["phase"], "stopped");
     assert!(
-        d.mock_instances().get("web").is_none(),
+        !d.mock_instances().contains_key("web"),
         "stopped workload still has a process"
     );
 

@@ -1,5 +1,6 @@
 //! The OpenAPI document validates (a real validator), and 10,000 random and mutated
 //! request bodies against the live daemon never get a 5xx nor crash it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roost_tests::daemon::{mock_spec, Daemon};
 use serde_json::{json, Map, Value};
@@ -14,7 +15,10 @@ fn openapi_document_validates() {
     let text = doc.to_string();
     for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
         let name = &part[..part.find('"').unwrap()];
-        assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {name}");
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "dangling $ref {name}"
+        );
     }
     // Every route the daemon serves is documented.
     for p in [
@@ -79,13 +83,34 @@ fn random_value(r: &mut Rng, depth: u32) -> Value {
         1 => json!(r.below(2) == 1),
         2 => json!(r.next() as i64),
         3 => json!((r.next() as f64) / 7.0),
-        4 => json!(r.pick(&["", "mock", "vm", "container", "0m", "500m", "-1", "fifo", "always", "\u{0}", "ü", "../../etc"]).to_string()),
+        4 => json!(r
+            .pick(&[
+                "",
+                "mock",
+                "vm",
+                "container",
+                "0m",
+                "500m",
+                "-1",
+                "fifo",
+                "always",
+                "\u{0}",
+                "ü",
+                "../../etc"
+            ])
+            .to_string()),
         5 => json!("x".repeat(r.below(300) as usize)),
-        6 => Value::Array((0..r.below(4)).map(|_| random_value(r, depth + 1)).collect()),
+        6 => Value::Array(
+            (0..r.below(4))
+                .map(|_| random_value(r, depth + 1))
+                .collect(),
+        ),
         _ => {
             let mut m = Map::new();
             for _ in 0..r.below(4) {
-                let k = r.pick(&["name", "spec", "driver", "mock", "image", "cores", "zz", ""]).to_string();
+                let k = r
+                    .pick(&["name", "spec", "driver", "mock", "image", "cores", "zz", ""])
+                    .to_string();
                 m.insert(k, random_value(r, depth + 1));
             }
             Value::Object(m)
@@ -127,7 +152,17 @@ fn mutate(r: &mut Rng, base: &Value) -> Value {
             }
             1 => {
                 if let Some(Value::Object(m)) = at(&mut v, &p) {
-                    let k = r.pick(&["extra", "runSeconds", "exitCode", "cpu", "cores", "realtime", "vcpus"]).to_string();
+                    let k = r
+                        .pick(&[
+                            "extra",
+                            "runSeconds",
+                            "exitCode",
+                            "cpu",
+                            "cores",
+                            "realtime",
+                            "vcpus",
+                        ])
+                        .to_string();
                     m.insert(k, random_value(r, 1));
                 }
             }
@@ -148,7 +183,13 @@ fn ten_thousand_random_bodies_never_5xx() {
     let seed = std::env::var("ROOST_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("fuzz seed {seed} (replay with ROOST_FUZZ_SEED={seed})");
     let mut r = Rng(seed);
     let base: Value = serde_json::from_str(&mock_spec(
@@ -160,11 +201,25 @@ fn ten_thousand_random_bodies_never_5xx() {
     let mut counts = std::collections::BTreeMap::new();
     for i in 0..10_000 {
         let (method, path, body): (&str, String, Vec<u8>) = match r.below(10) {
-            0..=5 => ("POST", "/v1/workloads".into(), mutate(&mut r, &base).to_string().into_bytes()),
-            6 => ("POST", "/v1/workloads".into(), (0..r.below(200)).map(|_| r.next() as u8).collect()),
+            0..=5 => (
+                "POST",
+                "/v1/workloads".into(),
+                mutate(&mut r, &base).to_string().into_bytes(),
+            ),
+            6 => (
+                "POST",
+                "/v1/workloads".into(),
+                (0..r.below(200)).map(|_| r.next() as u8).collect(),
+            ),
             7 => {
                 let ws: Vec<Value> = (0..r.below(3)).map(|_| mutate(&mut r, &base)).collect();
-                ("POST", "/v1/apply".into(), json!({"workloads": ws, "prune": false}).to_string().into_bytes())
+                (
+                    "POST",
+                    "/v1/apply".into(),
+                    json!({"workloads": ws, "prune": false})
+                        .to_string()
+                        .into_bytes(),
+                )
             }
             8 => {
                 let s = mutate(&mut r, &base).to_string();
@@ -180,10 +235,25 @@ fn ten_thousand_random_bodies_never_5xx() {
                     "/v1/host?",
                 ]);
                 let m = *r.pick(&["GET", "POST", "DELETE"]);
-                (m, format!("{p}{}", r.pick(&["1", "-5", "abc", "%00", "99999999999999999999", ""])), Vec::new())
+                (
+                    m,
+                    format!(
+                        "{p}{}",
+                        r.pick(&["1", "-5", "abc", "%00", "99999999999999999999", ""])
+                    ),
+                    Vec::new(),
+                )
             }
         };
-        let (s, b) = d.api_raw(method, &path, if body.is_empty() { None } else { Some(body.clone()) });
+        let (s, b) = d.api_raw(
+            method,
+            &path,
+            if body.is_empty() {
+                None
+            } else {
+                Some(body.clone())
+            },
+        );
         assert!(
             s < 500,
             "request {i}: {method} {path} got {s}: {}\nbody sent: {}",
@@ -192,7 +262,10 @@ fn ten_thousand_random_bodies_never_5xx() {
         );
         if s >= 400 && method != "GET" || s == 404 {
             let v: Value = serde_json::from_slice(&b).unwrap_or_else(|_| {
-                panic!("request {i}: error without a JSON body: {}", String::from_utf8_lossy(&b))
+                panic!(
+                    "request {i}: error without a JSON body: {}",
+                    String::from_utf8_lossy(&b)
+                )
             });
             assert!(v["error"].is_string() && v["details"].is_array(), "{v}");
         }
@@ -209,5 +282,8 @@ fn ten_thousand_random_bodies_never_5xx() {
     eprintln!("status counts: {counts:?}");
     // Still alive and answering.
     assert_eq!(d.api("GET", "/healthz", None).0, 200);
-    assert!(counts.keys().any(|s| *s == 422), "no mutation was rejected? {counts:?}");
+    assert!(
+        counts.keys().any(|s| *s == 422),
+        "no mutation was rejected? {counts:?}"
+    );
 }

@@ -1,4 +1,5 @@
 //! Restart policies with capped exponential backoff, start failures, grace/kill.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roost_tests::daemon::{mock_spec, Daemon};
 use serde_json::{json, Value};
@@ -153,7 +154,7 @@ fn stop_kills_after_the_grace_period() {
         "killed before the grace ended: {took:?}"
     );
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
-    assert!(d.mock_instances().get("stubborn").is_none());
+    assert!(!d.mock_instances().contains_key("stubborn"));
     // A polite one stops at once.
     let spec = mock_spec("polite", json!({}), json!({"stopGraceSeconds": 5}));
     assert_eq!(d.api("POST", "/v1/workloads", Some(&spec)).0, 201);

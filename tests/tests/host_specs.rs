@@ -1,5 +1,6 @@
 //! At least 30 invalid specs sent to the live daemon, each rejected with 422 and the
 //! right field path; and a spec with several problems reports all of them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roost_tests::daemon::Daemon;
 use serde_json::{json, Value};

@@ -1,4 +1,5 @@
 //! Logs (tail, follow) and the event stream (NDJSON, resumable from a cursor).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roost_tests::daemon::{mock_spec, Daemon};
 use serde_json::{json, Value};

@@ -1,0 +1,177 @@
+//! `make bench-api`: create 1,000 mock workloads through the API of a release
+//! daemon, one at a time, and measure create → running (POST sent → the `running`
+//! event received on a live event stream), then the daemon's RSS holding them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use roost_tests::daemon::{mock_spec, Daemon};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb / 1024.0
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let d = Daemon::start();
+    let pid = d.child.as_ref().unwrap().id();
+    let rss_empty = rss_mib(pid);
+    // A live event stream read on its own thread; running events are timestamped
+    // on arrival.
+    let (tx, rx) = mpsc::channel::<(String, Instant)>();
+    let sock = d.socket();
+    std::thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        write!(s, "GET /v1/events?follow=true HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        // Skip the response head; the body is chunked NDJSON.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap() == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let t = line.trim();
+            if !t.starts_with('{') {
+                continue; // chunk sizes
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(t) {
+                if v["kind"] == "running" {
+                    let _ = tx.send((
+                        v["workload"].as_str().unwrap_or("").to_string(),
+                        Instant::now(),
+                    ));
+                }
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let mut lat = Vec::with_capacity(n);
+    let mut post = Vec::with_capacity(n);
+    let mut done: HashMap<String, Instant> = HashMap::new();
+    let start_all = Instant::now();
+    for i in 0..n {
+        let name = format!("b{i:04}");
+        let body = mock_spec(&name, json!({}), json!({}));
+        let t0 = Instant::now();
+        sent.insert(name.clone(), t0);
+        let (s, v) = d.api("POST", "/v1/workloads", Some(&body));
+        assert_eq!(s, 201, "{v}");
+        post.push(t0.elapsed().as_secs_f64() * 1000.0);
+        // Wait for this one's running event before the next create.
+        while !done.contains_key(&name) {
+            let (w, t) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("running event");
+            done.insert(w, t);
+        }
+        lat.push((done[&name] - t0).as_secs_f64() * 1000.0);
+    }
+    let total = start_all.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_full = rss_mib(pid);
+    let (_, list) = d.api("GET", "/v1/workloads", None);
+    let running = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["status"]["phase"] == "running")
+        .count();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    post.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("bench-api: {n} mock workloads created one at a time through the API (release build)");
+    println!("{:<34} {:>10}", "metric", "value");
+    println!(
+        "{:<34} {:>10.2}",
+        "create→running p50 (ms)",
+        pct(&lat, 0.50)
+    );
+    println!(
+        "{:<34} {:>10.2}",
+        "create→running p90 (ms)",
+        pct(&lat, 0.90)
+    );
+    println!(
+        "{:<34} {:>10.2}",
+        "create→running p99 (ms)",
+        pct(&lat, 0.99)
+    );
+    println!(
+        "{:<34} {:>10.2}",
+        "create→running max (ms)",
+        lat[lat.len() - 1]
+    );
+    println!(
+        "{:<34} {:>10.2}",
+        "POST→201 (durable) p50 (ms)",
+        pct(&post, 0.50)
+    );
+    println!(
+        "{:<34} {:>10.2}",
+        "POST→201 (durable) p99 (ms)",
+        pct(&post, 0.99)
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{:<34} {:>10}",
+        "load average (1 min) at the end",
+        load.split(' ').next().unwrap_or("?")
+    );
+    println!(
+        "{:<34} {:>10.2}",
+        "total for all creates (s)",
+        total.as_secs_f64()
+    );
+    println!("{:<34} {:>10}", "workloads running at the end", running);
+    println!("{:<34} {:>10.1}", "daemon RSS empty (MiB)", rss_empty);
+    println!(
+        "{:<34} {:>10.1}",
+        format!("daemon RSS holding {n} (MiB)"),
+        rss_full
+    );
+    let p99 = pct(&lat, 0.99);
+    println!(
+        "GOAL api_create_running_p99_ms {p99:.2} 5 {}",
+        if p99 <= 5.0 { "PASS" } else { "FAIL" }
+    );
+    println!(
+        "GOAL api_rss_mib_1000 {rss_full:.1} 64 {}",
+        if rss_full <= 64.0 && n >= 1000 {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
+    let _ = std::io::stdout().flush();
+}
