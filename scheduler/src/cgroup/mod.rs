@@ -276,39 +276,58 @@ pub(crate) fn mkdir(path: &Path) -> Result<(), CgroupError> {
     }
 }
 
-/// Remove a cgroup directory. On cgroupfs the control files vanish with it; on a
-/// plain directory (tests) they are removed first.
+/// Remove a cgroup directory and any sub-cgroups a runtime left in it (runc makes one
+/// per container under the workload's), deepest first. On cgroupfs the control files
+/// vanish with the directory; a task that just exited can keep it busy for a moment,
+/// so EBUSY is retried briefly. On a plain directory (tests) files are removed too.
 pub(crate) fn rmdir(path: &Path, tasks_file: &str) -> Result<(), CgroupError> {
     if !path.exists() {
         return Ok(());
     }
-    match std::fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            let tasks = std::fs::read_to_string(path.join(tasks_file))
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(",");
-            Err(CgroupError::Busy {
-                path: path.to_path_buf(),
-                tasks,
-            })
+    let cgroupfs = is_cgroupfs(path);
+    if cgroupfs {
+        for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir(&e.path(), tasks_file)?;
+            }
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !is_cgroupfs(path) => {
-            std::fs::remove_dir_all(path).map_err(|source| CgroupError::Io {
-                op: "rmdir",
-                path: path.to_path_buf(),
-                value: String::new(),
-                source,
-            })
+    }
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let tasks = std::fs::read_to_string(path.join(tasks_file))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(",");
+                return Err(CgroupError::Busy {
+                    path: path.to_path_buf(),
+                    tasks,
+                });
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !cgroupfs => {
+                return std::fs::remove_dir_all(path).map_err(|source| CgroupError::Io {
+                    op: "rmdir",
+                    path: path.to_path_buf(),
+                    value: String::new(),
+                    source,
+                });
+            }
+            Err(source) => {
+                return Err(CgroupError::Io {
+                    op: "rmdir",
+                    path: path.to_path_buf(),
+                    value: String::new(),
+                    source,
+                })
+            }
         }
-        Err(source) => Err(CgroupError::Io {
-            op: "rmdir",
-            path: path.to_path_buf(),
-            value: String::new(),
-            source,
-        }),
     }
 }
 

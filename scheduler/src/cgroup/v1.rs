@@ -18,6 +18,10 @@ pub struct V1 {
     cpu: PathBuf,
     cpuset: PathBuf,
     memory: PathBuf,
+    /// The other hierarchies (blkio, pids, …, and the unified one on hybrid hosts):
+    /// Roost writes nothing there, but runc creates a container's path in every one,
+    /// so removal cleans them too.
+    others: Vec<PathBuf>,
     prefix: String,
 }
 
@@ -29,6 +33,7 @@ impl V1 {
             cpu,
             cpuset,
             memory,
+            others: Vec::new(),
             prefix: prefix.trim_matches('/').to_string(),
         }
     }
@@ -45,12 +50,16 @@ impl V1 {
                     mountinfo: proc_root.join("self/mountinfo"),
                 })
         };
-        Ok(Self::new(
-            find("cpu")?,
-            find("cpuset")?,
-            find("memory")?,
-            prefix,
-        ))
+        let mut v = Self::new(find("cpu")?, find("cpuset")?, find("memory")?, prefix);
+        v.others = m
+            .iter()
+            .filter(|(p, fs, _)| {
+                // Hybrid hosts: runc mirrors the path into the unified hierarchy too.
+                (fs == "cgroup" || fs == "cgroup2") && ![&v.cpu, &v.cpuset, &v.memory].contains(&p)
+            })
+            .map(|(p, _, _)| p.clone())
+            .collect();
+        Ok(v)
     }
 
     /// Where `controller` (`cpu`, `cpuset` or `memory`) is mounted.
@@ -150,9 +159,22 @@ impl V1 {
         names
     }
 
-    fn controllers(&self) -> [&Path; 3] {
-        [&self.cpuset, &self.cpu, &self.memory]
+    fn controllers(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = vec![&self.cpuset, &self.cpu, &self.memory];
+        v.extend(self.others.iter().map(PathBuf::as_path));
+        v
     }
+}
+
+/// Zero the rt budgets of `dir` and every sub-cgroup a runtime made in it, deepest
+/// first (a parent may never hold less than its children).
+fn zero_rt_subtree(dir: &Path) -> Result<(), CgroupError> {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            zero_rt_subtree(&e.path())?;
+        }
+    }
+    write(&dir.join("cpu.rt_runtime_us"), "0")
 }
 
 /// The kernel's list format; empty lists are written as a newline (a zero-length
@@ -297,7 +319,7 @@ impl CgroupBackend for V1 {
         let cpu = self.cpu.join(&rel);
         // Bottom-up: the workload's budget goes before its parent's can shrink.
         if class == Class::Rt && cpu.exists() && self.has_rt_groups() {
-            if let Err(e) = write(&cpu.join("cpu.rt_runtime_us"), "0") {
+            if let Err(e) = zero_rt_subtree(&cpu) {
                 let tasks = std::fs::read_to_string(cpu.join("tasks")).unwrap_or_default();
                 if !tasks.trim().is_empty() {
                     return Err(CgroupError::Busy {
@@ -308,8 +330,14 @@ impl CgroupBackend for V1 {
                 return Err(e);
             }
         }
-        for ctrl in self.controllers() {
+        for ctrl in [&self.cpuset, &self.cpu, &self.memory] {
             rmdir(&ctrl.join(&rel), "tasks")?;
+        }
+        // Hierarchies Roost does not configure: best effort, teardown tries again.
+        for ctrl in &self.others {
+            if let Err(e) = rmdir(&ctrl.join(&rel), "tasks") {
+                tracing::debug!(error = %e, "runtime's cgroup left for teardown");
+            }
         }
         if class == Class::Rt && self.has_rt_groups() {
             // Bottom-up: the parents shrink to what the rest hold.
