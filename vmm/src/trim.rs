@@ -2,11 +2,12 @@
 //!
 //! Argument parsing, logging set-up, kernel loading and KVM set-up run once; their code
 //! pages stay mapped (and counted in RSS) although a running VM never touches them
-//! again. Once the vCPUs run we unmap every read-only, file-backed, never-written
-//! mapping (`MADV_DONTNEED`): what the steady state uses faults back in from the page
-//! cache, the rest no longer counts against this VM. Mappings with any private or
-//! anonymous page (relocated data, RELRO) are left alone, since dropping those would
-//! lose their contents.
+//! again. Once the vCPUs run we unmap every read-only, file-backed mapping that holds
+//! no anonymous (copy-on-write) page (`MADV_DONTNEED`): what the steady state uses
+//! faults back in from the page cache, the rest no longer counts against this VM.
+//! Mappings with an anonymous page (relocated data, RELRO) are left alone, since
+//! dropping those would lose their contents. (`Private_Dirty` is no guide: a freshly
+//! written binary's page-cache pages count as dirty until writeback.)
 
 use std::io;
 
@@ -17,7 +18,6 @@ struct Mapping {
     end: usize,
     perms: String,
     path: String,
-    private_dirty_kb: u64,
     anonymous_kb: u64,
 }
 
@@ -51,7 +51,6 @@ fn parse_smaps(text: &str) -> Vec<Mapping> {
         };
         if let Some(m) = out.last_mut() {
             match first {
-                "Private_Dirty:" => m.private_dirty_kb = kb(),
                 "Anonymous:" => m.anonymous_kb = kb(),
                 _ => {}
             }
@@ -61,10 +60,7 @@ fn parse_smaps(text: &str) -> Vec<Mapping> {
 }
 
 fn droppable(m: &Mapping) -> bool {
-    m.perms.as_bytes().get(1) == Some(&b'-')
-        && m.path.starts_with('/')
-        && m.private_dirty_kb == 0
-        && m.anonymous_kb == 0
+    m.perms.as_bytes().get(1) == Some(&b'-') && m.path.starts_with('/') && m.anonymous_kb == 0
 }
 
 /// Unmap clean read-only file pages; returns how many KiB of mappings were dropped.
@@ -73,7 +69,7 @@ pub fn trim_startup_pages() -> io::Result<u64> {
     let mut dropped = 0;
     for m in parse_smaps(&text).iter().filter(|m| droppable(m)) {
         // SAFETY: the range is a whole mapping of this process, file-backed, not
-        // writable and without a private or anonymous page (checked above), so
+        // writable and without an anonymous (copied-on-write) page (checked above), so
         // MADV_DONTNEED only drops page-table entries; any later access re-reads the
         // identical bytes from the file.
         let rc = unsafe {
@@ -103,6 +99,9 @@ Anonymous:             0 kB
 5607e50ae000-5607e50b6000 r--p 01040000 fe:00 5557170    /usr/bin/roost
 Private_Dirty:        32 kB
 Anonymous:            32 kB
+5607e50b6000-5607e50b7000 r--p 01040000 fe:00 5557170    /usr/bin/fresh
+Private_Dirty:         4 kB
+Anonymous:             0 kB
 5607e50b6000-5607e50b7000 rw-p 01048000 fe:00 5557170    /usr/bin/roost
 Private_Dirty:         4 kB
 Anonymous:             4 kB
@@ -117,9 +116,9 @@ Anonymous:             0 kB
     #[test]
     fn only_clean_read_only_file_mappings_are_dropped() {
         let maps = parse_smaps(SAMPLE);
-        assert_eq!(maps.len(), 5);
+        assert_eq!(maps.len(), 6);
         let picked: Vec<bool> = maps.iter().map(droppable).collect();
-        assert_eq!(picked, vec![true, false, false, false, false]);
+        assert_eq!(picked, vec![true, false, true, false, false, false]);
         assert_eq!(maps[0].start, 0x5607_e443_5000);
     }
 
