@@ -50,9 +50,8 @@ fn parse_smaps(text: &str) -> Vec<Mapping> {
                 .unwrap_or(0)
         };
         if let Some(m) = out.last_mut() {
-            match first {
-                "Anonymous:" => m.anonymous_kb = kb(),
-                _ => {}
+            if first == "Anonymous:" {
+                m.anonymous_kb = kb();
             }
         }
     }
