@@ -70,12 +70,10 @@ impl Ns {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert!(left.is_empty(), "namespace {} leaked: {left:?}", self.name);
-        // runc leaves the tests' parent cgroup behind; drop it once empty.
-        for ctrl in [
-            "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
-        ] {
-            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(ctrl).join("roost-test"));
-        }
+        // runc leaves parent cgroups behind (ours under /roost-test, `ctr run`'s under
+        // /<namespace>); drop the empty ones.
+        remove_empty_cgroups("roost-test");
+        remove_empty_cgroups(&self.name);
         let _ = Command::new("ctr")
             .args(["--address"])
             .arg(&self.socket)
@@ -83,6 +81,29 @@ impl Ns {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// Remove the empty cgroup directories under `/sys/fs/cgroup/<controller>/<top>`,
+/// depth-first, in every v1 controller (best effort: busy ones stay).
+pub fn remove_empty_cgroups(top: &str) {
+    fn rm(dir: &Path) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    rm(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for c in rd.flatten() {
+            let d = c.path().join(top);
+            if d.is_dir() {
+                rm(&d);
+            }
+        }
     }
 }
 
