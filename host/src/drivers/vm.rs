@@ -112,7 +112,20 @@ fn api(
     path: &str,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = UnixStream::connect(sock)?;
+    let t0 = Instant::now();
+    let mut s = loop {
+        match UnixStream::connect(sock) {
+            Ok(s) => break s,
+            // A monitor that is just starting: give it a moment.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && t0.elapsed() < Duration::from_secs(2) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     let body = body.map(Value::to_string).unwrap_or_default();

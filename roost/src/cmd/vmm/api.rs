@@ -111,9 +111,19 @@ pub fn serve(sock: &Path, state_file: Option<&Path>) -> anyhow::Result<ExitCode>
         std::fs::remove_file(sock)
             .with_context(|| format!("cannot remove the stale socket {}", sock.display()))?;
     }
-    let listener = UnixListener::bind(sock).with_context(|| {
+    // Bind under a temporary name and rename into place, so the socket path appears
+    // only once it accepts connections (a client polling for it never sees ECONNREFUSED).
+    let tmp = sock.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).with_context(|| {
         format!(
             "cannot listen on {}; check the directory exists and is writable",
+            tmp.display()
+        )
+    })?;
+    std::fs::rename(&tmp, sock).with_context(|| {
+        format!(
+            "cannot move the API socket into place at {}",
             sock.display()
         )
     })?;
