@@ -190,6 +190,9 @@ pub trait Driver: Send + Sync + 'static {
 #[async_trait]
 pub trait Exec: Driver {
     /// Run `argv` in the instance; returns (exit code, combined output).
-    async fn exec(&self, handle: &TaskHandle, argv: &[String])
-        -> Result<(i32, Vec<u8>), DriverError>;
+    async fn exec(
+        &self,
+        handle: &TaskHandle,
+        argv: &[String],
+    ) -> Result<(i32, Vec<u8>), DriverError>;
 }

@@ -94,9 +94,10 @@ impl From<SupervisorError> for ApiError {
             SupervisorError::Conflict(_) => StatusCode::CONFLICT,
             SupervisorError::Invalid(d) => return ValidationError(d.clone()).into(),
             SupervisorError::NotAdmitted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            SupervisorError::Unavailable(_) | SupervisorError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            // The spec asks for a driver or backend this host cannot offer right
+            // now: not admitted here (the message says what is missing and the fix).
+            SupervisorError::Unavailable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            SupervisorError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             SupervisorError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())

@@ -68,8 +68,8 @@ fn build() -> Value {
                                        "400": err("Unreadable body"),
                                        "409": err("The name is taken"),
                                        "413": err("Body too large"),
-                                       "422": err("Invalid spec or not admitted"),
-                                       "503": err("Driver unavailable")}}
+                                       "422": err("Invalid spec, not admitted, or its driver is unavailable here"),
+                                       "503": err("The daemon is shutting down")}}
             },
             "/v1/workloads/{name}": {
                 "parameters": [name_param()],

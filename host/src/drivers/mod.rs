@@ -1,6 +1,6 @@
 //! The drivers behind [`crate::driver::Driver`].
 
+pub mod container;
 pub mod mock;
 pub mod process;
-pub mod container;
 pub mod vm;

@@ -65,6 +65,10 @@ pub struct DaemonArgs {
     /// Host profile (CPU partition, reserved memory).
     #[arg(long)]
     pub profile: Option<PathBuf>,
+    /// Roost's cgroup directory in each controller [default: roost]; `none` keeps
+    /// placements as bookkeeping only.
+    #[arg(long)]
+    pub cgroup_prefix: Option<String>,
     /// First restart delay in ms [default: 1000].
     #[arg(long)]
     pub restart_backoff_ms: Option<u64>,
@@ -100,6 +104,7 @@ fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         token_file: a.token_file,
         containerd_socket: a.containerd_socket,
         profile: a.profile,
+        cgroup_prefix: a.cgroup_prefix,
         restart_backoff_ms: a.restart_backoff_ms,
         restart_backoff_max_ms: a.restart_backoff_max_ms,
     };
