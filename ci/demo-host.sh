@@ -2,7 +2,9 @@
 # Expects: ROOST, ROOST_HOME, sock (containerd), pids (array).
 cargo build --release --quiet -p roost-tests --bin demo-image || return 1
 export ROOST_SOCKET=$ROOST_HOME/roost.sock
-"$ROOST" host --state-dir "$ROOST_HOME/host" --socket "$ROOST_SOCKET" \
+# Its own session: a Ctrl-C reaches the demo script, which removes the demo
+# workloads through the daemon before stopping it.
+setsid "$ROOST" host --state-dir "$ROOST_HOME/host" --socket "$ROOST_SOCKET" \
   --containerd-socket "$sock" >"$ROOST_HOME/host.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do [[ -S $ROOST_SOCKET ]] && "$ROOST" ps >/dev/null 2>&1 && break; sleep 0.1; done
