@@ -169,11 +169,12 @@ impl Client {
         if !socket.exists() {
             return Err(unreachable("no such socket".into()));
         }
-        let path = socket.to_path_buf();
-        let channel = containerd_client::tonic::transport::Endpoint::try_from("http://[::]")
+        // tonic dials `unix:` endpoints itself (no HTTP crate of ours in between).
+        let uri = format!("unix://{}", socket.display());
+        let channel = containerd_client::tonic::transport::Endpoint::from_shared(uri)
             .map_err(|e| unreachable(error_chain(&e)))?
             .connect_timeout(Duration::from_secs(5))
-            .connect_with_connector_lazy(tower_service_fn(path));
+            .connect_lazy();
         Ok(Self {
             channel,
             socket: socket.to_path_buf(),
@@ -299,29 +300,6 @@ impl Client {
             other => other.map(|_| ()),
         }
     }
-}
-
-type UnixIo = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
-type DialFuture = std::pin::Pin<Box<dyn Future<Output = Result<UnixIo, std::io::Error>> + Send>>;
-
-/// A connector that dials the unix socket at `path` (what containerd-client's
-/// `connect` does, usable with a lazy channel).
-fn tower_service_fn(
-    path: PathBuf,
-) -> impl tower::Service<
-    containerd_client::tonic::transport::Uri,
-    Response = UnixIo,
-    Error = std::io::Error,
-    Future = DialFuture,
-> + Clone {
-    tower::service_fn(move |_| {
-        let path = path.clone();
-        Box::pin(async move {
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                tokio::net::UnixStream::connect(path).await?,
-            ))
-        }) as DialFuture
-    })
 }
 
 // tonic's Response type, named once so the signatures above stay short.
