@@ -287,7 +287,7 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), Dae
     let mut scfg = SupervisorConfig::new(cfg.state_dir.clone());
     scfg.backoff_base = cfg.backoff_base;
     scfg.backoff_max = cfg.backoff_max;
-    let sup = Supervisor::new(scfg, drivers, missing, admission, writer, events);
+    let sup = Supervisor::new(scfg, drivers, missing, admission, writer.clone(), events);
     // Bind before recovering, so a second daemon on the same socket fails fast
     // (the store lock already stops a second daemon on the same state dir).
     let unix = server::bind_unix(&cfg.socket).await?;
@@ -336,6 +336,10 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), Dae
     })
     .await;
     let _ = std::fs::remove_file(&cfg.socket);
+    // Make the batched status and event writes durable before exiting.
+    if let Err(e) = writer.write(crate::store::WriteOp::Flush).await {
+        tracing::warn!(error = %e, "final store flush failed");
+    }
     Ok(())
 }
 

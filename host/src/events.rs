@@ -45,9 +45,13 @@ impl EventBus {
             .events_after(last.saturating_sub(RING as u64), RING)?
             .into();
         let (live, _) = broadcast::channel(4096);
+        // Event writes are not fsync'd on their own, so a crash can lose the newest
+        // ones; never hand out their seqs again: start past both the stored log and
+        // a time-based floor (µs since the epoch), so cursors stay monotonic.
+        let floor = crate::model::now_ms().saturating_mul(1000);
         Ok(Self {
             inner: Mutex::new(Ring {
-                next: last + 1,
+                next: (last + 1).max(floor),
                 recent,
             }),
             live,

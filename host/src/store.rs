@@ -230,13 +230,15 @@ pub enum WriteOp {
     Remove(String),
     /// Append events (not durable by themselves).
     Events(Vec<Event>),
+    /// Make everything written so far durable (shutdown).
+    Flush,
 }
 
 impl WriteOp {
     fn durable(&self) -> bool {
         match self {
             Self::Put(_, d) => *d,
-            Self::InsertNew(_) | Self::Remove(_) => true,
+            Self::InsertNew(_) | Self::Remove(_) | Self::Flush => true,
             Self::Events(_) => false,
         }
     }
@@ -345,6 +347,7 @@ impl Store {
                                 }),
                             Err(e) => Err(e.to_string()),
                         },
+                        WriteOp::Flush => Ok(true),
                         WriteOp::Remove(name) => w
                             .remove(name.as_str())
                             .map(|_| true)

@@ -74,6 +74,12 @@ pub struct ApplyResult {
 /// Answer of `POST /v1/apply`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ApplyResponse {
+    /// When some workloads failed: one line saying so (like every error body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When some workloads failed: one entry per failure, `workloads[i]`.
+    #[serde(default)]
+    pub details: Vec<validate::FieldError>,
     /// One result per workload, in request order, then deletions.
     pub results: Vec<ApplyResult>,
 }
@@ -149,12 +155,39 @@ pub async fn apply(
             }
         }
     }
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
+    let mut details = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        if let Some(e) = &r.error {
+            details.push(validate::FieldError {
+                field: format!("workloads[{i}]"),
+                message: format!("{}: {}", r.name, e.error),
+            });
+            details.extend(e.details.iter().map(|d| validate::FieldError {
+                field: format!("workloads[{i}].{}", d.field),
+                message: d.message.clone(),
+            }));
+        }
+    }
+    let (status, error) = if failed {
+        let n = results.iter().filter(|r| r.error.is_some()).count();
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(format!(
+                "{n} of the set's workloads could not be applied; the others were; see details"
+            )),
+        )
     } else {
-        StatusCode::OK
+        (StatusCode::OK, None)
     };
-    Ok((status, Json(ApplyResponse { results })).into_response())
+    Ok((
+        status,
+        Json(ApplyResponse {
+            error,
+            details,
+            results,
+        }),
+    )
+        .into_response())
 }
 
 /// `GET /v1/workloads`.

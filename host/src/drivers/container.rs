@@ -502,10 +502,11 @@ mod tests {
     fn cgroup_paths_default_under_roost() {
         let p = Placement::default();
         assert_eq!(cgroup_path("web-1", &p), "/roost/containers/web-1");
+        // Each instance gets its own child of the workload's cgroup.
         let p = Placement {
-            cgroup_path: Some("roost/rt/web-1/".into()),
+            cgroup_path: Some("roost/rt/web/".into()),
             ..Default::default()
         };
-        assert_eq!(cgroup_path("web-1", &p), "/roost/rt/web-1");
+        assert_eq!(cgroup_path("web-1", &p), "/roost/rt/web/web-1");
     }
 }
