@@ -95,6 +95,36 @@ pub struct ExitInfo {
 }
 
 impl ExitInfo {
+    /// It exited by itself with `code`.
+    pub fn exited(code: i32) -> Self {
+        Self {
+            code: Some(code),
+            signal: None,
+            reason: "exited".into(),
+            message: None,
+        }
+    }
+
+    /// A signal ended it.
+    pub fn killed(signal: i32, message: Option<String>) -> Self {
+        Self {
+            code: None,
+            signal: Some(signal),
+            reason: "killed".into(),
+            message,
+        }
+    }
+
+    /// It ended and nobody knows how (gone while nobody watched, or unobservable).
+    pub fn lost(message: impl Into<String>) -> Self {
+        Self {
+            code: None,
+            signal: None,
+            reason: "lost".into(),
+            message: Some(message.into()),
+        }
+    }
+
     /// Whether this exit counts as a success for `on-failure`.
     pub fn success(&self) -> bool {
         matches!(self.reason.as_str(), "exited" | "shutdown") && self.code.unwrap_or(0) == 0

@@ -473,12 +473,7 @@ impl Supervisor {
             // It ended while nobody watched.
             let info = match driver.inspect(&h).await {
                 Ok(crate::driver::TaskState::Exited(i)) => i,
-                _ => ExitInfo {
-                    code: None,
-                    signal: None,
-                    reason: "lost".into(),
-                    message: Some("ended while the daemon was not running".into()),
-                },
+                _ => ExitInfo::lost("ended while the daemon was not running"),
             };
             let _ = driver.destroy(&h).await;
             rec.status.handle = None;
@@ -674,12 +669,7 @@ impl Actor {
             let instance = h.id.instance;
             let info = match driver.wait(&h).await {
                 Ok(i) => i,
-                Err(e) => ExitInfo {
-                    code: None,
-                    signal: None,
-                    reason: "lost".into(),
-                    message: Some(format!("waiting on it failed: {e}")),
-                },
+                Err(e) => ExitInfo::lost(format!("waiting on it failed: {e}")),
             };
             let _ = tx.send(Msg::Exited { instance, info });
         });

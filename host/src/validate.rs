@@ -184,15 +184,7 @@ fn check(v: &Value, s: &Value, root: &Value, path: &str, out: &mut Vec<FieldErro
             .collect();
         if consts.len() == alts.len() && !consts.is_empty() {
             if !consts.contains(&v) {
-                let list: Vec<String> = consts.iter().map(|c| c.to_string()).collect();
-                out.push(err(
-                    shown,
-                    format!(
-                        "{} is not allowed; use one of {}",
-                        short(v),
-                        list.join(", ")
-                    ),
-                ));
+                not_one_of(shown, v, consts.iter().copied(), out);
             }
             return;
         }
@@ -220,15 +212,7 @@ fn check(v: &Value, s: &Value, root: &Value, path: &str, out: &mut Vec<FieldErro
     }
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         if !e.contains(v) {
-            let list: Vec<String> = e.iter().map(|c| c.to_string()).collect();
-            out.push(err(
-                shown,
-                format!(
-                    "{} is not allowed; use one of {}",
-                    short(v),
-                    list.join(", ")
-                ),
-            ));
+            not_one_of(shown, v, e.iter(), out);
         }
         return;
     }
@@ -340,6 +324,23 @@ fn check_object(
             },
         }
     }
+}
+
+fn not_one_of<'a>(
+    shown: &str,
+    v: &Value,
+    allowed: impl Iterator<Item = &'a Value>,
+    out: &mut Vec<FieldError>,
+) {
+    let list: Vec<String> = allowed.map(|c| c.to_string()).collect();
+    out.push(err(
+        shown,
+        format!(
+            "{} is not allowed; use one of {}",
+            short(v),
+            list.join(", ")
+        ),
+    ));
 }
 
 fn short(v: &Value) -> String {

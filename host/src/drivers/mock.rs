@@ -7,7 +7,7 @@
 use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
-use crate::drivers::process::{reap, ProcId};
+use crate::drivers::process::{exit_of_wait_status, reap, ProcId};
 use crate::spec::{DriverKind, MockSpec, WorkloadSpec};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -102,12 +102,7 @@ impl MockDriver {
     fn exit_from_file(path: &Path) -> Option<ExitInfo> {
         let s = std::fs::read_to_string(path).ok()?;
         let code: i32 = s.trim().parse().ok()?;
-        Some(ExitInfo {
-            code: Some(code),
-            signal: None,
-            reason: "exited".into(),
-            message: None,
-        })
+        Some(ExitInfo::exited(code))
     }
 }
 
@@ -226,31 +221,13 @@ impl Driver for MockDriver {
         if let Some(info) = Self::exit_from_file(&d.exit_file) {
             return Ok(info);
         }
-        if let Some(st) = reaped {
-            if libc::WIFEXITED(st) {
-                return Ok(ExitInfo {
-                    code: Some(libc::WEXITSTATUS(st)),
-                    signal: None,
-                    reason: "exited".into(),
-                    message: None,
-                });
-            }
-            if libc::WIFSIGNALED(st) {
-                return Ok(ExitInfo {
-                    code: None,
-                    signal: Some(libc::WTERMSIG(st)),
-                    reason: "killed".into(),
-                    message: None,
-                });
-            }
+        if let Some(info) = reaped.and_then(|st| exit_of_wait_status(st, None)) {
+            return Ok(info);
         }
         // Not our child (we restarted) and no exit file: it was killed.
-        Ok(ExitInfo {
-            code: None,
-            signal: None,
-            reason: "lost".into(),
-            message: Some("the process ended without recording an exit status".into()),
-        })
+        Ok(ExitInfo::lost(
+            "the process ended without recording an exit status",
+        ))
     }
 
     async fn stop(&self, h: &TaskHandle, grace: Duration) -> Result<(), DriverError> {

@@ -96,3 +96,22 @@ pub fn reap(pid: i32) -> Option<i32> {
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     (r == pid).then_some(status)
 }
+
+/// How a reaped child ended, from its wait status (None if neither exited nor
+/// signalled). `killed_message` annotates a death by signal.
+pub fn exit_of_wait_status(
+    status: i32,
+    killed_message: Option<&str>,
+) -> Option<crate::driver::ExitInfo> {
+    use crate::driver::ExitInfo;
+    if libc::WIFEXITED(status) {
+        return Some(ExitInfo::exited(libc::WEXITSTATUS(status)));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Some(ExitInfo::killed(
+            libc::WTERMSIG(status),
+            killed_message.map(str::to_string),
+        ));
+    }
+    None
+}

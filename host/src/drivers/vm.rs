@@ -8,7 +8,7 @@
 use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
-use crate::drivers::process::{reap, ProcId};
+use crate::drivers::process::{exit_of_wait_status, reap, ProcId};
 use crate::spec::{DriverKind, RtPolicy, VmSpec, WorkloadSpec};
 use async_trait::async_trait;
 use roost_vmm::config::{self, ConfigError, HostInfo};
@@ -362,22 +362,14 @@ impl Driver for VmDriver {
         if let Some(info) = exit_from_state(&d.state_file) {
             return Ok(info);
         }
-        if let Some(st) = reaped {
-            if libc::WIFSIGNALED(st) {
-                return Ok(ExitInfo {
-                    code: None,
-                    signal: Some(libc::WTERMSIG(st)),
-                    reason: "killed".into(),
-                    message: Some("the VM monitor was killed".into()),
-                });
+        if let Some(st) = reaped.filter(|st| libc::WIFSIGNALED(*st)) {
+            if let Some(info) = exit_of_wait_status(st, Some("the VM monitor was killed")) {
+                return Ok(info);
             }
         }
-        Ok(ExitInfo {
-            code: None,
-            signal: None,
-            reason: "lost".into(),
-            message: Some("the VM monitor ended without recording how the VM ended".into()),
-        })
+        Ok(ExitInfo::lost(
+            "the VM monitor ended without recording how the VM ended",
+        ))
     }
 
     async fn stop(&self, h: &TaskHandle, grace: Duration) -> Result<(), DriverError> {
