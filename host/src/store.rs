@@ -1,16 +1,29 @@
 //! The daemon's crash-safe embedded store (redb): workload records and the event log.
 //!
-//! Accepting a workload commits durably (fsync) before the API answers 201; status
-//! updates and events commit without fsync and are made durable by the next durable
-//! commit — after a crash, recovery rebuilds status from the drivers anyway.
+//! Accepting a workload is durable before the API answers 201: the record goes into
+//! the accept journal (one append, one `fdatasync`; see [`crate::journal`]) and into
+//! redb without a sync. Status updates and events commit without a sync and are made
+//! durable by the next durable commit (removals, shutdown, and a checkpoint every
+//! [`CHECKPOINT_ENTRIES`] accepts or when the writer is idle) — after a crash,
+//! recovery rebuilds status from the drivers anyway.
 
+use crate::journal::Journal;
 use crate::model::{Event, WorkloadRecord};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 const WORKLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("workloads");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Highest journal sequence that a durable redb commit contains.
+const JOURNAL_APPLIED: &str = "journal_applied";
+
+/// Accepts journaled before a durable redb commit checkpoints them.
+pub const CHECKPOINT_ENTRIES: usize = 2048;
+/// A writer idle this long checkpoints whatever the journal holds.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// Events kept in the log; older ones are pruned.
 pub const EVENT_RETENTION: u64 = 100_000;
@@ -58,6 +71,11 @@ fn io<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    journal: Arc<Mutex<Journal>>,
+}
+
+fn lock(j: &Mutex<Journal>) -> MutexGuard<'_, Journal> {
+    j.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Store {
@@ -67,69 +85,60 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Open (or create) the store at `path`. Holds an exclusive lock on the file.
+    /// Open (or create) the store at `path` (and its accept journal beside it, with
+    /// the extension `journal`), replaying accepts that never reached a durable
+    /// commit. Holds an exclusive lock on the file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let s = Self { db: Arc::new(db) };
-        // Make sure both tables exist so reads never fail on a fresh file.
-        let mut tx = s.db.begin_write().map_err(io("begin"))?;
+        let jpath = path.with_extension("journal");
+        let (mut journal, entries) = Journal::open(&jpath).map_err(|e| StoreError::Open {
+            path: jpath.clone(),
+            reason: e.to_string(),
+        })?;
+        // Make sure every table exists so reads never fail on a fresh file, and
+        // replay the journal, in one durable commit.
+        let mut tx = db.begin_write().map_err(io("begin"))?;
         tx.set_durability(Durability::Immediate)
             .map_err(io("set durability"))?;
-        tx.open_table(WORKLOADS).map_err(io("open workloads"))?;
-        tx.open_table(EVENTS).map_err(io("open events"))?;
-        tx.commit().map_err(io("commit"))?;
-        Ok(s)
-    }
-
-    /// Insert or replace a record. `durable` = fsync before returning.
-    pub fn put(&self, rec: &WorkloadRecord, durable: bool) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(rec).map_err(io("encode"))?;
-        let mut tx = self.db.begin_write().map_err(io("begin"))?;
-        tx.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(io("set durability"))?;
+        let mut replayed = 0usize;
+        let top;
         {
-            let mut t = tx.open_table(WORKLOADS).map_err(io("open workloads"))?;
-            t.insert(rec.name(), bytes.as_slice())
-                .map_err(io("insert"))?;
-        }
-        tx.commit().map_err(io("commit"))
-    }
-
-    /// Insert only if no record has this name; returns false if one exists.
-    pub fn insert_new(&self, rec: &WorkloadRecord) -> Result<bool, StoreError> {
-        let bytes = serde_json::to_vec(rec).map_err(io("encode"))?;
-        let mut tx = self.db.begin_write().map_err(io("begin"))?;
-        tx.set_durability(Durability::Immediate)
-            .map_err(io("set durability"))?;
-        {
-            let mut t = tx.open_table(WORKLOADS).map_err(io("open workloads"))?;
-            if t.get(rec.name()).map_err(io("get"))?.is_some() {
-                return Ok(false);
+            let mut w = tx.open_table(WORKLOADS).map_err(io("open workloads"))?;
+            tx.open_table(EVENTS).map_err(io("open events"))?;
+            let mut meta = tx.open_table(META).map_err(io("open meta"))?;
+            let applied = meta
+                .get(JOURNAL_APPLIED)
+                .map_err(io("get"))?
+                .map_or(0, |v| v.value());
+            for e in entries.iter().filter(|e| e.seq > applied) {
+                let rec: WorkloadRecord =
+                    serde_json::from_slice(&e.payload).map_err(|err| StoreError::Decode {
+                        key: format!("journal entry {} in {}", e.seq, jpath.display()),
+                        reason: err.to_string(),
+                    })?;
+                // A record present in the store is newer than its accept entry.
+                if w.get(rec.name()).map_err(io("get"))?.is_none() {
+                    w.insert(rec.name(), e.payload.as_slice())
+                        .map_err(io("insert"))?;
+                    replayed += 1;
+                }
             }
-            t.insert(rec.name(), bytes.as_slice())
-                .map_err(io("insert"))?;
+            top = entries.last().map_or(applied, |e| e.seq.max(applied));
+            meta.insert(JOURNAL_APPLIED, top).map_err(io("insert"))?;
         }
         tx.commit().map_err(io("commit"))?;
-        Ok(true)
-    }
-
-    /// Remove a record (durably).
-    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(io("begin"))?;
-        tx.set_durability(Durability::Immediate)
-            .map_err(io("set durability"))?;
-        {
-            let mut t = tx.open_table(WORKLOADS).map_err(io("open workloads"))?;
-            t.remove(name).map_err(io("remove"))?;
+        journal.truncate().map_err(io("truncate journal"))?;
+        journal.bump_past(top);
+        if replayed > 0 {
+            tracing::info!(replayed, "accepted workloads restored from the journal");
         }
-        tx.commit().map_err(io("commit"))
+        Ok(Self {
+            db: Arc::new(db),
+            journal: Arc::new(Mutex::new(journal)),
+        })
     }
 
     /// One record.
@@ -235,11 +244,13 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// Whether this op needs a durable redb commit. (An accept is made durable by
+    /// the journal instead.)
     fn durable(&self) -> bool {
         match self {
             Self::Put(_, d) => *d,
-            Self::InsertNew(_) | Self::Remove(_) | Self::Flush => true,
-            Self::Events(_) => false,
+            Self::Remove(_) | Self::Flush => true,
+            Self::InsertNew(_) | Self::Events(_) => false,
         }
     }
 }
@@ -260,20 +271,28 @@ impl Writer {
         let (tx, rx) = std::sync::mpsc::channel::<(WriteOp, Option<Reply>)>();
         let spawned = std::thread::Builder::new()
             .name("roost-store".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < 512 {
-                        match rx.try_recv() {
-                            Ok(op) => batch.push(op),
-                            Err(_) => break,
+            .spawn(move || loop {
+                let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
+                    Ok(op) => op,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if !lock(&store.journal).is_empty() {
+                            let _ = store.apply(std::iter::once(&WriteOp::Flush));
                         }
+                        continue;
                     }
-                    let results = store.apply(batch.iter().map(|(op, _)| op));
-                    for ((_, reply), res) in batch.into_iter().zip(results) {
-                        if let Some(r) = reply {
-                            let _ = r.send(res);
-                        }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                let mut batch = vec![first];
+                while batch.len() < 512 {
+                    match rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
+                }
+                let results = store.apply(batch.iter().map(|(op, _)| op));
+                for ((_, reply), res) in batch.into_iter().zip(results) {
+                    if let Some(r) = reply {
+                        let _ = r.send(res);
                     }
                 }
             });
@@ -314,16 +333,20 @@ impl Store {
         ops: impl Iterator<Item = &'a WriteOp> + Clone,
     ) -> Vec<Result<bool, String>> {
         let n = ops.clone().count();
-        let durable = ops.clone().any(WriteOp::durable);
+        let mut journal = lock(&self.journal);
+        // A durable redb commit also checkpoints the journal; accepts alone only
+        // need the journal's sync.
+        let checkpoint = ops.clone().any(WriteOp::durable) || journal.len() >= CHECKPOINT_ENTRIES;
         let run = || -> Result<Vec<Result<bool, String>>, StoreError> {
             let mut tx = self.db.begin_write().map_err(io("begin"))?;
-            tx.set_durability(if durable {
+            tx.set_durability(if checkpoint {
                 Durability::Immediate
             } else {
                 Durability::None
             })
             .map_err(io("set durability"))?;
             let mut results = Vec::with_capacity(n);
+            let mut accepted: Vec<Vec<u8>> = Vec::new();
             {
                 let mut w = tx.open_table(WORKLOADS).map_err(io("open workloads"))?;
                 let mut ev = tx.open_table(EVENTS).map_err(io("open events"))?;
@@ -342,8 +365,9 @@ impl Store {
                                 .map_err(|e| e.to_string())
                                 .and_then(|b| {
                                     w.insert(rec.name(), b.as_slice())
-                                        .map(|_| true)
-                                        .map_err(|e| e.to_string())
+                                        .map_err(|e| e.to_string())?;
+                                    accepted.push(b);
+                                    Ok(true)
                                 }),
                             Err(e) => Err(e.to_string()),
                         },
@@ -378,7 +402,26 @@ impl Store {
                     results.push(r);
                 }
             }
-            tx.commit().map_err(io("commit"))?;
+            if checkpoint {
+                let mut meta = tx.open_table(META).map_err(io("open meta"))?;
+                meta.insert(JOURNAL_APPLIED, journal.next_seq() - 1)
+                    .map_err(io("insert"))?;
+                drop(meta);
+                tx.commit().map_err(io("commit"))?;
+                if let Err(e) = journal.truncate() {
+                    tracing::warn!(error = %e, "accept journal not truncated; replay skips it");
+                }
+            } else {
+                if !accepted.is_empty() {
+                    // Durable before redb sees the transaction: an error here leaves
+                    // nothing behind.
+                    if let Err(e) = journal.append(&accepted) {
+                        let _ = tx.abort();
+                        return Err(io("journal")(e));
+                    }
+                }
+                tx.commit().map_err(io("commit"))?;
+            }
             Ok(results)
         };
         match run() {

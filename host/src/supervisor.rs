@@ -11,7 +11,7 @@ use crate::spec::{DriverKind, RestartPolicy, Workload};
 use crate::store::{StoreError, WriteOp, Writer};
 use crate::validate::FieldError;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -245,6 +245,42 @@ impl Supervisor {
         self.cfg.state_dir.join("logs").join(format!("{name}.log"))
     }
 
+    /// An instance's run directory.
+    fn run_dir(&self, name: &str, instance: u64) -> PathBuf {
+        self.cfg
+            .state_dir
+            .join("run")
+            .join(name)
+            .join(instance.to_string())
+    }
+
+    /// Create an instance's run directory and the workload's log file. Idempotent
+    /// and cheap when they exist (the common case: `create` makes them while the
+    /// accept is being committed).
+    fn prepare_instance(&self, name: &str, instance: u64) -> std::io::Result<()> {
+        let dir = self.run_dir(name, instance);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => std::fs::create_dir_all(&dir)?,
+        }
+        let log = self.log_path(name);
+        let open = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map(drop)
+        };
+        match open(&log) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(self.cfg.state_dir.join("logs"))?;
+                open(&log)
+            }
+            r => r,
+        }
+    }
+
     fn cache(&self, rec: &WorkloadRecord) {
         let mut r = match self.records.write() {
             Ok(r) => r,
@@ -297,11 +333,21 @@ impl Supervisor {
             status: Status::default(),
             created_at_ms: now_ms(),
         };
-        match self
+        // The first instance's directory and log file are made while the accept is
+        // committed (file creation costs as much as the commit here); start finds
+        // them in place. Left behind if the commit fails: harmless, and reused.
+        let prep = {
+            let sup = Arc::clone(self);
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || sup.prepare_instance(&name, 1))
+        };
+        let written = self
             .writer
             .write(WriteOp::InsertNew(Box::new(rec.clone())))
-            .await
-        {
+            .await;
+        // A failure here shows again, with its reason, when the instance starts.
+        let _ = prep.await;
+        match written {
             Ok(true) => {}
             Ok(false) => {
                 lock(&self.admission).release(&name);
@@ -694,17 +740,9 @@ impl Actor {
         self.rec.status.next_restart_at_ms = None;
         self.save(false);
         self.emit("starting", format!("starting instance {instance}"));
-        let run_dir = self
-            .sup
-            .cfg
-            .state_dir
-            .join("run")
-            .join(&name)
-            .join(instance.to_string());
+        let run_dir = self.sup.run_dir(&name, instance);
         let log_path = self.sup.log_path(&name);
-        let prep = std::fs::create_dir_all(&run_dir)
-            .and_then(|_| std::fs::create_dir_all(self.sup.cfg.state_dir.join("logs")));
-        let result = match prep {
+        let result = match self.sup.prepare_instance(&name, instance) {
             Ok(()) => {
                 let req = StartRequest {
                     id: InstanceId {

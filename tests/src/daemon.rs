@@ -74,7 +74,10 @@ impl Daemon {
             .arg("--socket")
             .arg(self.socket())
             .args(&self.flags)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("ROOST_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -34,7 +34,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    let d = Daemon::start();
+    // Extra daemon flags, e.g. `BENCH_DAEMON_FLAGS="--cgroup-prefix none"` to see
+    // what cgroup enforcement costs.
+    let extra = std::env::var("BENCH_DAEMON_FLAGS").unwrap_or_default();
+    let flags: Vec<&str> = extra.split_whitespace().collect();
+    let d = Daemon::start_with(&flags);
     let pid = d.child.as_ref().unwrap().id();
     let rss_empty = rss_mib(pid);
     // A live event stream read on its own thread; running events are timestamped
