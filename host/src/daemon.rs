@@ -6,6 +6,7 @@ use crate::admission::Admission;
 use crate::api::{self, ApiState};
 use crate::driver::Driver;
 use crate::drivers::mock::MockDriver;
+use crate::drivers::process::CgroupAttach;
 use crate::events::EventBus;
 use crate::server::{self, ServerError, TlsFiles};
 use crate::spec::DriverKind;
@@ -216,14 +217,24 @@ pub struct Resolved {
 }
 
 /// The drivers this daemon offers, and why the others are missing.
-pub fn build_drivers(cfg: &Resolved) -> (Vec<Arc<dyn Driver>>, HashMap<DriverKind, String>) {
-    let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(MockDriver::new(&cfg.state_dir))];
+pub fn build_drivers(
+    cfg: &Resolved,
+    attach: Option<Arc<dyn CgroupAttach>>,
+) -> (Vec<Arc<dyn Driver>>, HashMap<DriverKind, String>) {
+    let mut mock = MockDriver::new(&cfg.state_dir);
+    if let Some(a) = &attach {
+        mock = mock.with_cgroups(Arc::clone(a));
+    }
+    let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(mock)];
     let mut missing = HashMap::new();
     match std::env::current_exe() {
-        Ok(exe) => drivers.push(Arc::new(crate::drivers::vm::VmDriver::new(
-            exe,
-            &cfg.state_dir,
-        ))),
+        Ok(exe) => {
+            let mut vm = crate::drivers::vm::VmDriver::new(exe, &cfg.state_dir);
+            if let Some(a) = &attach {
+                vm = vm.with_cgroups(Arc::clone(a));
+            }
+            drivers.push(Arc::new(vm));
+        }
         Err(e) => drop(missing.insert(
             DriverKind::Vm,
             format!("cannot locate the roost binary for `roost vmm`: {e}"),
@@ -244,8 +255,12 @@ pub fn build_drivers(cfg: &Resolved) -> (Vec<Arc<dyn Driver>>, HashMap<DriverKin
 
 /// The admission backend: the real-time-aware scheduler over this host's topology
 /// and profile, enforcing placements in cgroups when run as root (bookkeeping only
-/// otherwise, with a warning).
-pub fn build_admission(cfg: &Resolved) -> Result<Box<dyn Admission>, DaemonError> {
+/// otherwise, with a warning). When enforcing, the daemon and the containerd that
+/// serves its socket move onto the platform cores (`<prefix>/platform`), and the
+/// attacher returned lets drivers move what they spawn into its workload's cgroup.
+pub async fn build_admission(
+    cfg: &Resolved,
+) -> Result<(Box<dyn Admission>, Option<Arc<dyn CgroupAttach>>), DaemonError> {
     use crate::sched::{Enforcement, SchedAdmission};
     let enforcement = match &cfg.cgroup_prefix {
         Some(p) if p.is_empty() || p == "none" => Enforcement::Off,
@@ -260,11 +275,42 @@ pub fn build_admission(cfg: &Resolved) -> Result<Box<dyn Admission>, DaemonError
             message: format!("{e}; fix the host profile (`roost host config check FILE`)"),
         }
     })?;
-    // The daemon is NOT moved into roost/platform yet: processes it spawns (VM
-    // monitors, mocks) would inherit the platform cpuset and could not then pin to
-    // their granted cores. That needs the VM driver to place each monitor into its
-    // workload cgroup first (a known gap, see docs/design.md).
-    Ok(Box::new(adm))
+    if adm.enforcing() {
+        match adm.join_platform(std::process::id()) {
+            Ok(()) => tracing::info!("the daemon runs on the platform cores"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the daemon could not move onto the platform cores")
+            }
+        }
+        let sock = cfg
+            .containerd_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(roost_container::DEFAULT_SOCKET));
+        match containerd_pid(&sock).await {
+            Some(pid) => match adm.join_platform(pid) {
+                Ok(()) => tracing::info!(pid, "containerd runs on the platform cores"),
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "containerd could not move onto the platform cores")
+                }
+            },
+            None => tracing::debug!(sock = %sock.display(), "no containerd answering; not moved"),
+        }
+    }
+    let attach = adm.attacher();
+    Ok((Box::new(adm), attach))
+}
+
+/// The pid of the process serving the containerd socket (its peer credentials).
+async fn containerd_pid(sock: &std::path::Path) -> Option<u32> {
+    let conn = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::UnixStream::connect(sock),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let pid = conn.peer_cred().ok()?.pid()?;
+    u32::try_from(pid).ok().filter(|p| *p > 0)
 }
 
 /// Run the daemon until SIGINT/SIGTERM. `ready` is called once the API answers.
@@ -282,8 +328,8 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), Dae
     let store = Store::open(&cfg.state_dir.join("roost.redb"))?;
     let writer = Writer::spawn(store.clone());
     let events = EventBus::new(store.clone(), writer.clone())?;
-    let (drivers, missing) = build_drivers(&cfg);
-    let admission = build_admission(&cfg)?;
+    let (admission, attach) = build_admission(&cfg).await?;
+    let (drivers, missing) = build_drivers(&cfg, attach);
     let mut scfg = SupervisorConfig::new(cfg.state_dir.clone());
     scfg.backoff_base = cfg.backoff_base;
     scfg.backoff_max = cfg.backoff_max;

@@ -5,11 +5,18 @@
 
 use crate::admission::{parse_millicores, Admission, HostCapacity, Refusal};
 use crate::driver::Placement;
+use crate::drivers::process::CgroupAttach;
 use crate::spec::{self, CpuPolicy, WorkloadSpec};
 use roost_host_config::{HostPlan, Profile, ProfileError, Topology, TopologyError};
 use roost_scheduler::cgroup::{CgroupBackend, CgroupError, Cgroups, Tree, WorkloadGroup};
 use roost_scheduler::{Allocation, Class, CpuRequest, Request, RtGrant, RtPolicy, Scheduler};
 use std::path::Path;
+use std::sync::Arc;
+
+/// Memory a VM's monitor needs beside its guest's (text, page tables, vCPU stacks,
+/// device buffers): a VM's request and its cgroup's limit are guest memory plus this.
+/// Measured overhead is ~2 MiB (`make bench-vmm`); the rest is headroom.
+pub const VM_OVERHEAD_MIB: u64 = 32;
 
 /// Setting the scheduler up failed (a config error: the daemon exits 64).
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +54,7 @@ pub enum Enforcement {
 #[derive(Debug)]
 pub struct SchedAdmission {
     sched: Scheduler,
-    cgroups: Option<Box<dyn CgroupBackend>>,
+    cgroups: Option<Arc<dyn CgroupBackend>>,
     /// Roost's cgroup directory name, for `Placement::cgroup_path`.
     prefix: String,
 }
@@ -73,7 +80,7 @@ impl SchedAdmission {
         backend.ensure_tree(&Tree::from_plan(sched.plan(), &sched.shared_cpus()))?;
         Ok(Self {
             sched,
-            cgroups: Some(backend),
+            cgroups: Some(Arc::from(backend)),
             prefix: prefix.to_string(),
         })
     }
@@ -127,6 +134,14 @@ impl SchedAdmission {
         }
     }
 
+    /// What drivers use to move the processes they start into their workloads'
+    /// cgroups; `None` when not enforcing.
+    pub fn attacher(&self) -> Option<Arc<dyn CgroupAttach>> {
+        self.cgroups
+            .as_ref()
+            .map(|cg| Arc::new(Attacher(Arc::clone(cg))) as Arc<dyn CgroupAttach>)
+    }
+
     /// The scheduler.
     pub fn scheduler(&self) -> &Scheduler {
         &self.sched
@@ -169,6 +184,18 @@ impl SchedAdmission {
     }
 }
 
+/// [`CgroupAttach`] over the scheduler's cgroup backend.
+#[derive(Debug)]
+struct Attacher(Arc<dyn CgroupBackend>);
+
+impl CgroupAttach for Attacher {
+    fn attach(&self, cgroup_path: &str, pid: u32) -> Result<(), String> {
+        self.0
+            .attach(cgroup_path, pid, false)
+            .map_err(|e| chain(&e))
+    }
+}
+
 /// Load the host plan: a profile file, or the built-in default.
 pub fn load_plan(profile: Option<&Path>) -> Result<HostPlan, SchedSetupError> {
     let topo = Topology::this_host()?;
@@ -195,7 +222,7 @@ fn spec_policy(p: RtPolicy) -> spec::RtPolicy {
 /// The scheduler request for a spec: real-time and dedicated workloads ask for
 /// `resources.cores` (default: a VM's vCPUs, else 1); shared ones for
 /// `resources.cpu` millicores (absent = best effort). Memory is `resources.memoryMiB`,
-/// else a VM's guest memory.
+/// else a VM's guest memory plus [`VM_OVERHEAD_MIB`] for its monitor.
 pub fn request_for(spec: &WorkloadSpec) -> Result<Request, Refusal> {
     let r = &spec.resources;
     let cores = r.cores.or(spec.vm.as_ref().map(|v| v.vcpus)).unwrap_or(1);
@@ -224,7 +251,10 @@ pub fn request_for(spec: &WorkloadSpec) -> Result<Request, Refusal> {
     };
     let memory_mib = r
         .memory_mib
-        .or(spec.vm.as_ref().map(|v| v.memory_mib))
+        .or(spec
+            .vm
+            .as_ref()
+            .map(|v| v.memory_mib.saturating_add(VM_OVERHEAD_MIB)))
         .unwrap_or(0);
     Ok(Request { cpu, memory_mib })
 }
@@ -474,7 +504,7 @@ mod tests {
         );
         let r = request_for(&s).unwrap();
         assert_eq!(r.cpu, CpuRequest::Dedicated { cpus: 2 });
-        assert_eq!(r.memory_mib, 256);
+        assert_eq!(r.memory_mib, 256 + VM_OVERHEAD_MIB);
     }
 
     #[test]

@@ -48,8 +48,40 @@ enum Command {
     Exec(cmd::exec::ExecArgs),
 }
 
+/// `--socket PATH` is global (`roost --socket S ps` as well as `roost ps --socket S`):
+/// clap's global args only flow down into subcommands, so one given before the
+/// subcommand is moved just after it.
+fn hoist_socket(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(i) = args
+        .iter()
+        .skip(1)
+        .position(|a| a == "--socket" || a.to_string_lossy().starts_with("--socket="))
+        .map(|i| i + 1)
+    else {
+        return args;
+    };
+    // Only when it comes before the subcommand.
+    if args[1..i]
+        .iter()
+        .any(|a| !a.to_string_lossy().starts_with('-'))
+    {
+        return args;
+    }
+    let n = if args[i] == "--socket" { 2 } else { 1 };
+    if i + n > args.len() {
+        return args;
+    }
+    let flag: Vec<_> = args.drain(i..i + n).collect();
+    let Some(sub) = (i..args.len()).find(|&j| !args[j].to_string_lossy().starts_with('-')) else {
+        args.splice(i..i, flag);
+        return args;
+    };
+    args.splice(sub + 1..sub + 1, flag);
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(hoist_socket(std::env::args_os().collect()));
     let result = match cli.command {
         Command::Host(a) => cmd::host::run(a),
         Command::Central(a) => cmd::central::run(a),
@@ -73,5 +105,39 @@ fn main() -> ExitCode {
             eprintln!("error: {}", cmd::chain(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hoist_socket;
+
+    fn run(a: &[&str]) -> Vec<String> {
+        hoist_socket(a.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn socket_before_the_subcommand_moves_after_it() {
+        assert_eq!(
+            run(&["roost", "--socket", "/s", "ps", "-o", "json"]),
+            ["roost", "ps", "--socket", "/s", "-o", "json"]
+        );
+        assert_eq!(
+            run(&["roost", "--socket=/s", "rm", "x"]),
+            ["roost", "rm", "--socket=/s", "x"]
+        );
+        assert_eq!(
+            run(&["roost", "ps", "--socket", "/s"]),
+            ["roost", "ps", "--socket", "/s"]
+        );
+        // Missing value or subcommand: left for clap to report.
+        assert_eq!(run(&["roost", "--socket"]), ["roost", "--socket"]);
+        assert_eq!(
+            run(&["roost", "--socket", "/s"]),
+            ["roost", "--socket", "/s"]
+        );
     }
 }

@@ -7,14 +7,14 @@
 use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
-use crate::drivers::process::{exit_of_wait_status, reap, ProcId};
+use crate::drivers::process::{exit_of_wait_status, host_id, place, reap, CgroupAttach, ProcId};
 use crate::spec::{DriverKind, MockSpec, WorkloadSpec};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Marker in each mock's argv[0] so recovery can find it: `roost-mock:<host>:<name>-<n>`.
@@ -24,6 +24,8 @@ const MARKER: &str = "roost-mock:";
 #[derive(Debug)]
 pub struct MockDriver {
     host_id: String,
+    /// Moves each mock into its workload's cgroup (when placements are enforced).
+    cgroups: Option<Arc<dyn CgroupAttach>>,
     /// One /proc scan serves a burst of `recover` calls.
     scan: Mutex<Option<(Instant, HashMap<String, ProcId>)>>,
 }
@@ -37,16 +39,17 @@ struct Data {
 impl MockDriver {
     /// A mock driver for the daemon whose state dir is `state_dir`.
     pub fn new(state_dir: &Path) -> Self {
-        // A short stable id from the state dir path (FNV-1a).
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in state_dir.to_string_lossy().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
         Self {
-            host_id: format!("{:08x}", h as u32),
+            host_id: host_id(state_dir),
+            cgroups: None,
             scan: Mutex::new(None),
         }
+    }
+
+    /// Put every mock into its workload's cgroup through `attach`.
+    pub fn with_cgroups(mut self, attach: Arc<dyn CgroupAttach>) -> Self {
+        self.cgroups = Some(attach);
+        self
     }
 
     fn marker(&self, id: &InstanceId) -> String {
@@ -206,6 +209,11 @@ impl Driver for MockDriver {
         // `wait` reaps it and reads its exit file. (start_time 0 never matches a
         // live process, so it counts as ended.)
         let proc = ProcId::of(pid).unwrap_or(ProcId { pid, start_time: 0 });
+        if let Err(e) = place(self.cgroups.as_ref(), &req.placement, pid) {
+            proc.signal_group(libc::SIGKILL);
+            reap(pid);
+            return Err(op(e));
+        }
         let data = serde_json::to_value(Data { proc, exit_file }).map_err(|e| op(e.to_string()))?;
         Ok(TaskHandle {
             id: req.id.clone(),

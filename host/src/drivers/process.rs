@@ -115,3 +115,38 @@ pub fn exit_of_wait_status(
     }
     None
 }
+
+/// Puts a process a driver started into its workload's cgroup
+/// ([`crate::driver::Placement::cgroup_path`]) in every controller Roost uses. The
+/// daemon itself runs on the platform cores, and its children inherit that; this
+/// moves them where the scheduler placed them. (containerd does the same for
+/// containers through runc.)
+pub trait CgroupAttach: Send + Sync + std::fmt::Debug {
+    /// Move process `pid` (all its threads) into `cgroup_path`.
+    fn attach(&self, cgroup_path: &str, pid: u32) -> Result<(), String>;
+}
+
+/// Move `pid` into the placement's cgroup when there is an attacher and a cgroup.
+pub fn place(
+    attach: Option<&std::sync::Arc<dyn CgroupAttach>>,
+    placement: &crate::driver::Placement,
+    pid: i32,
+) -> Result<(), String> {
+    let (Some(a), Some(path)) = (attach, placement.cgroup_path.as_deref()) else {
+        return Ok(());
+    };
+    let pid = u32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
+    a.attach(path, pid)
+        .map_err(|e| format!("cannot move it into its cgroup {path}: {e}"))
+}
+
+/// A short id, stable for a state dir (FNV-1a of its path), that tags the processes
+/// one daemon started so another daemon's are never adopted.
+pub fn host_id(state_dir: &std::path::Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in state_dir.to_string_lossy().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", h as u32)
+}

@@ -8,7 +8,7 @@
 use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
-use crate::drivers::process::{exit_of_wait_status, reap, ProcId};
+use crate::drivers::process::{exit_of_wait_status, host_id, place, reap, CgroupAttach, ProcId};
 use crate::spec::{DriverKind, RtPolicy, VmSpec, WorkloadSpec};
 use async_trait::async_trait;
 use roost_vmm::config::{self, ConfigError, HostInfo};
@@ -18,6 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `--tag` value prefix that marks our monitors: `roost-vm:<host>:<name>-<n>`.
@@ -31,6 +32,8 @@ const STDERR: &str = "vmm.stderr";
 pub struct VmDriver {
     roost_bin: PathBuf,
     host_id: String,
+    /// Moves each monitor into its workload's cgroup (when placements are enforced).
+    cgroups: Option<Arc<dyn CgroupAttach>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -44,15 +47,18 @@ impl VmDriver {
     /// A driver that runs `roost_bin vmm` for each VM; `state_dir` (the daemon's) keeps
     /// the monitors of two daemons on one host apart.
     pub fn new(roost_bin: PathBuf, state_dir: &Path) -> Self {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in state_dir.to_string_lossy().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
         Self {
             roost_bin,
-            host_id: format!("{:08x}", h as u32),
+            host_id: host_id(state_dir),
+            cgroups: None,
         }
+    }
+
+    /// Put every monitor into its workload's cgroup through `attach`, before it
+    /// creates its vCPU threads (they inherit it).
+    pub fn with_cgroups(mut self, attach: Arc<dyn CgroupAttach>) -> Self {
+        self.cgroups = Some(attach);
+        self
     }
 
     fn tag(&self, id: &InstanceId) -> String {
@@ -275,6 +281,10 @@ impl Driver for VmDriver {
             reap(pid);
             let _ = std::fs::remove_file(&sock);
         };
+        if let Err(e) = place(self.cgroups.as_ref(), &req.placement, pid) {
+            kill();
+            return Err(op(e));
+        }
         let t0 = Instant::now();
         while !sock.exists() {
             if !proc.alive() || t0.elapsed() > Duration::from_secs(10) {

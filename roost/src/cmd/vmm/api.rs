@@ -253,7 +253,10 @@ impl Server {
             }
             None => Vec::new(),
         };
-        config::validate_pinning(&cpus, m.rt_priority, &self.host)
+        // Probed again: the daemon moves a monitor into its workload's cgroup (and
+        // so onto its cores) after starting it, so the CPUs seen at start are stale.
+        let host = HostInfo::probe();
+        config::validate_pinning(&cpus, m.rt_priority, host.as_ref().unwrap_or(&self.host))
             .map_err(|e| Fault(400, chain(&e)))?;
         let mut c = self.cfg.lock().unwrap_or_else(PoisonError::into_inner);
         c.cpus = cpus;

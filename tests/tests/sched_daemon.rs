@@ -1,0 +1,198 @@
+//! The daemon on this machine's real cgroups: it runs itself and the containerd that
+//! serves its socket on the platform cores, and moves each process it spawns (a mock,
+//! a VM monitor) into its workload's cgroup, where cpuset, cpu and memory say what the
+//! scheduler granted. Read back from /proc. Skipped without root and cgroup v1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use roost_scheduler::cgroup::v1::V1;
+use roost_scheduler::cgroup::CgroupBackend;
+use roost_tests::daemon::{mock_spec, Daemon};
+use roost_tests::sched::skip_reason;
+use roost_tests::vmm::{eventually, guest, kvm_available};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+/// The cgroup path of `pid` in v1 controller `ctrl` (`cpu` matches `cpu,cpuacct`).
+fn cgroup_of(pid: u32, ctrl: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == ctrl)
+                .then(|| path.to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// The private containerd `make test` started (ci/containerd.sh writes its pid
+/// beside the socket).
+fn containerd() -> Option<(String, u32)> {
+    let sock = std::env::var("ROOST_TEST_CONTAINERD_SOCKET").ok()?;
+    let pidfile = Path::new(&sock).parent()?.join("containerd.pid");
+    let pid = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    Some((sock, pid))
+}
+
+/// Removes the test's cgroup tree, after moving containerd back to the root groups.
+struct Cleanup {
+    prefix: String,
+    containerd: Option<u32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.containerd {
+            for c in ["cpuset", "cpu", "memory"] {
+                let p = PathBuf::from("/sys/fs/cgroup").join(c).join("cgroup.procs");
+                let _ = std::fs::write(p, pid.to_string());
+            }
+        }
+        if let Ok(v1) = V1::discover(Path::new("/proc"), &self.prefix) {
+            if let Err(e) = v1.teardown() {
+                eprintln!("cleanup of cgroup tree {} failed: {e}", self.prefix);
+            }
+        }
+    }
+}
+
+fn workload_pid(d: &Daemon, name: &str) -> Option<u32> {
+    let (_, v) = d.api("GET", &format!("/v1/workloads/{name}"), None);
+    if v["status"]["phase"] != "running" {
+        return None;
+    }
+    v["status"]["handle"]["data"]["proc"]["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+#[test]
+fn daemon_and_containerd_on_platform_cores_and_workloads_in_their_cgroups() {
+    if let Some(why) = skip_reason(false) {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let prefix = format!("roost-test-{}-plat", std::process::id());
+    let ctrd = containerd();
+    let _cleanup = Cleanup {
+        prefix: prefix.clone(),
+        containerd: ctrd.as_ref().map(|c| c.1),
+    };
+    let mut flags = vec!["--cgroup-prefix", prefix.as_str()];
+    if let Some((sock, _)) = &ctrd {
+        flags.extend(["--containerd-socket", sock.as_str()]);
+    }
+    // No profile: core 0 is the platform, the rest is shared.
+    let d = Daemon::start_with(&flags);
+    let dpid = d.child.as_ref().unwrap().id();
+    assert_eq!(cgroup_of(dpid, "cpuset"), format!("/{prefix}/platform"));
+    assert_eq!(cgroup_of(dpid, "cpu"), format!("/{prefix}/platform"));
+    assert_eq!(status_field(dpid, "Cpus_allowed_list:"), "0");
+
+    match &ctrd {
+        Some((_, cpid)) => {
+            assert_eq!(
+                cgroup_of(*cpid, "cpuset"),
+                format!("/{prefix}/platform"),
+                "containerd is moved onto the platform cores"
+            );
+            assert_eq!(status_field(*cpid, "Cpus_allowed_list:"), "0");
+        }
+        None => eprintln!(
+            "note: containerd part skipped: needs ROOST_TEST_CONTAINERD_SOCKET (make test starts one)"
+        ),
+    }
+
+    // A mock with a CPU share and a memory limit runs in roost/shared/<name>.
+    let body = mock_spec(
+        "placed",
+        json!({}),
+        json!({"resources": {"cpu": "250m", "memoryMiB": 48}}),
+    );
+    let (s, v) = d.api("POST", "/v1/workloads", Some(&body));
+    assert_eq!(s, 201, "{v}");
+    let mut pid = None;
+    assert!(
+        eventually(T, || {
+            pid = workload_pid(&d, "placed");
+            pid.is_some()
+        }),
+        "the mock runs; log:\n{}",
+        d.log()
+    );
+    let pid = pid.unwrap();
+    let want = format!("/{prefix}/shared/placed");
+    for c in ["cpuset", "cpu", "memory"] {
+        assert_eq!(cgroup_of(pid, c), want, "controller {c}");
+    }
+    assert_eq!(status_field(pid, "Cpus_allowed_list:"), "1");
+    let cg = |f: &str, c: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{c}{want}/{f}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(cg("cpu.shares", "cpu"), "256");
+    assert_eq!(cg("cpu.cfs_quota_us", "cpu"), "25000");
+    assert_eq!(
+        cg("memory.limit_in_bytes", "memory"),
+        (48u64 << 20).to_string()
+    );
+
+    // A VM's monitor too, and its vCPU thread is pinned inside the shared pool.
+    if !kvm_available() {
+        eprintln!("note: VM part skipped: needs /dev/kvm");
+        return;
+    }
+    let vm = json!({
+        "apiVersion": "roost.dev/v1", "kind": "Workload",
+        "metadata": {"name": "vm"},
+        "spec": {"driver": "vm", "vm": {"kernel": guest("spin"), "vcpus": 1, "memoryMiB": 32}}
+    })
+    .to_string();
+    let (s, v) = d.api("POST", "/v1/workloads", Some(&vm));
+    assert_eq!(s, 201, "{v}");
+    let mut mpid = None;
+    assert!(
+        eventually(T, || {
+            mpid = workload_pid(&d, "vm");
+            mpid.is_some()
+        }),
+        "the VM runs; log:\n{}",
+        d.log()
+    );
+    let mpid = mpid.unwrap();
+    let want = format!("/{prefix}/shared/vm");
+    for c in ["cpuset", "cpu", "memory"] {
+        assert_eq!(cgroup_of(mpid, c), want, "monitor, controller {c}");
+    }
+    // Guest memory plus the monitor's overhead allowance.
+    let (_, v): (u16, Value) = d.api("GET", "/v1/workloads/vm", None);
+    assert_eq!(v["placement"]["memoryMib"], 32 + 32, "{v}");
+    let tasks = std::fs::read_dir(format!("/proc/{mpid}/task")).unwrap();
+    for t in tasks {
+        let tid: u32 = t.unwrap().file_name().to_string_lossy().parse().unwrap();
+        let allowed = std::fs::read_to_string(format!("/proc/{mpid}/task/{tid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Cpus_allowed_list:")
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap();
+        assert_eq!(allowed, "1", "monitor thread {tid}");
+    }
+}
