@@ -271,8 +271,26 @@ fn is_running(pid: i32) -> bool {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Workload cgroups outlive the daemon (workloads do too); remove the ones
+        // this daemon made once its workloads are gone, so test runs do not pile up
+        // thousands of empty cgroups (each CFS quota write walks them all).
+        let placed: Vec<String> = match self.child.is_some().then(|| self.try_get("/v1/workloads")) {
+            Some(Ok((200, Value::Array(ws)))) => ws
+                .iter()
+                .filter_map(|w| w["placement"]["cgroupPath"].as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
         self.term();
         self.kill_workloads();
+        if !placed.is_empty() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for rel in placed.iter().filter(|r| !r.contains("/rt/")) {
+            for c in ["cpuset", "cpu", "memory"] {
+                let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join(rel));
+            }
+        }
     }
 }
 
