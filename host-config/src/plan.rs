@@ -457,6 +457,35 @@ impl HostPlan {
         }
     }
 
+    /// Each NUMA node's share of `memory_allocatable_mib`, in proportion to its
+    /// memory (rounded down; the remainder goes to the lowest node, so the shares sum
+    /// to the total). Nodes that all report no memory share it evenly.
+    pub fn node_memory_allocatable_mib(&self) -> BTreeMap<u32, u64> {
+        let nodes = &self.topology.nodes;
+        let total = u128::from(self.memory_allocatable_mib);
+        let weight = |n: &crate::NumaNode| -> u128 {
+            if nodes.iter().all(|n| n.memory_mib == 0) {
+                1
+            } else {
+                u128::from(n.memory_mib)
+            }
+        };
+        let sum: u128 = nodes.iter().map(weight).sum();
+        let mut out: BTreeMap<u32, u64> = nodes
+            .iter()
+            .map(|n| {
+                // share <= total, so it fits in u64.
+                let share = (total * weight(n)).checked_div(sum).unwrap_or(0);
+                (n.id, u64::try_from(share).unwrap_or(u64::MAX))
+            })
+            .collect();
+        let given: u64 = out.values().sum();
+        if let Some(lowest) = out.values_mut().next() {
+            *lowest += self.memory_allocatable_mib.saturating_sub(given);
+        }
+        out
+    }
+
     /// A human summary: the partition, memory, budgets and warnings.
     pub fn describe(&self) -> String {
         let t = &self.topology;
@@ -719,6 +748,29 @@ mod tests {
         );
         let e = resolve(&FakeHost::edge_4core(), "[memory]\nreserved_mib = 8192\n").unwrap_err();
         assert!(e.to_string().contains("leaves nothing"), "{e}");
+    }
+
+    #[test]
+    fn node_memory_is_split_in_proportion_with_the_remainder_on_the_lowest_node() {
+        let mut t = topo(&FakeHost::small(3, 1, 1));
+        for (n, mib) in t.nodes.iter_mut().zip([1000, 2000, 1000]) {
+            n.memory_mib = mib;
+        }
+        t.memory_mib = 4000;
+        let p = HostPlan::resolve(
+            &Profile::parse("[memory]\nreserved_mib = 999\n", "test").unwrap(),
+            t,
+            "test",
+        )
+        .unwrap();
+        assert_eq!(p.memory_allocatable_mib, 3001);
+        // 750.25, 1500.5, 750.25 -> 750, 1500, 750 and the 1 left over on node 0.
+        let got: Vec<(u32, u64)> = p.node_memory_allocatable_mib().into_iter().collect();
+        assert_eq!(got, [(0, 751), (1, 1500), (2, 750)]);
+        // One node holds it all.
+        let p = HostPlan::default_for(topo(&FakeHost::edge_4core())).unwrap();
+        let got: Vec<(u32, u64)> = p.node_memory_allocatable_mib().into_iter().collect();
+        assert_eq!(got, [(0, p.memory_allocatable_mib)]);
     }
 
     #[test]

@@ -17,4 +17,6 @@ pub mod rt;
 mod proptests;
 
 pub use place::{Scheduler, Usage};
-pub use request::{Allocation, Class, CpuRequest, PlaceError, Request, RtGrant, RtPolicy};
+pub use request::{
+    Allocation, Class, CpuRequest, NodeFree, PlaceError, Request, RtGrant, RtPolicy,
+};

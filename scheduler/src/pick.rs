@@ -85,6 +85,82 @@ pub fn pick(topo: &Topology, free: &CpuSet, n: u32, whole: bool) -> Option<CpuSe
     None
 }
 
+/// Most NUMA nodes [`pick_on_nodes`] searches subsets of.
+pub const MAX_SEARCH_NODES: usize = 8;
+
+/// `n` CPUs out of `free` (whole free cores when `whole`) whose set of NUMA nodes
+/// satisfies `ok`, on the fewest nodes; `None` when there are none, or when the CPUs of
+/// `free` lie on more than [`MAX_SEARCH_NODES`] nodes. The exhaustive fallback behind
+/// [`pick`] for when which nodes are used matters (their memory): a subset sum over
+/// (CPUs taken, nodes touched), without `pick`'s SMT preferences.
+pub fn pick_on_nodes(
+    topo: &Topology,
+    free: &CpuSet,
+    n: u32,
+    whole: bool,
+    ok: impl Fn(&CpuSet) -> bool,
+) -> Option<CpuSet> {
+    let n = n as usize;
+    let items: Vec<CpuSet> = if whole {
+        cores_of(topo, free)
+            .into_values()
+            .filter(|(s, size)| s.len() == *size)
+            .map(|(s, _)| s)
+            .collect()
+    } else {
+        free.iter().map(|c| std::iter::once(c).collect()).collect()
+    };
+    let node_of = |cpu: u32| topo.cpu(cpu).map_or(0, |c| c.node);
+    let ids: Vec<u32> = items
+        .iter()
+        .filter_map(|s| s.first().map(node_of))
+        .collect::<CpuSet>()
+        .to_vec();
+    if n == 0 || ids.len() > MAX_SEARCH_NODES {
+        return None;
+    }
+    let bit = |s: &CpuSet| -> usize {
+        let node = s.first().map_or(0, node_of);
+        1 << ids.iter().position(|i| *i == node).unwrap_or(0)
+    };
+    let masks = 1usize << ids.len();
+    // from[sum * masks + mask] = (item, previous mask) that first reached the state.
+    let mut reached = vec![false; (n + 1) * masks];
+    let mut from: Vec<Option<(usize, usize)>> = vec![None; (n + 1) * masks];
+    reached[0] = true;
+    for (i, item) in items.iter().enumerate() {
+        let (k, b) = (item.len(), bit(item));
+        for sum in (k..=n).rev() {
+            for mask in 0..masks {
+                let to = sum * masks + (mask | b);
+                if reached[(sum - k) * masks + mask] && !reached[to] {
+                    reached[to] = true;
+                    from[to] = Some((i, mask));
+                }
+            }
+        }
+    }
+    let nodes_of = |mask: usize| -> CpuSet {
+        ids.iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    let mut mask = (1..masks)
+        .filter(|m| reached[n * masks + m] && ok(&nodes_of(*m)))
+        .min_by_key(|m| (m.count_ones(), *m))?;
+    let mut out = CpuSet::new();
+    let mut sum = n;
+    while sum > 0 {
+        let (i, prev) = from[sum * masks + mask]?;
+        out.extend(items[i].iter());
+        sum -= items[i].len();
+        mask = prev;
+    }
+    Some(out)
+}
+
 /// `n` CPUs from `free` (at least `n` of them): whole free cores first, then threads
 /// of cores already partly taken, then split free cores.
 fn smt_fill(topo: &Topology, free: &CpuSet, n: usize) -> CpuSet {
@@ -191,6 +267,24 @@ mod tests {
         // Spans nodes only when no node can hold it.
         assert_eq!(pick(&t, &free, 5, false).unwrap().len(), 5);
         assert!(pick(&t, &free, 7, false).is_none());
+    }
+
+    #[test]
+    fn pick_on_nodes_spans_exactly_the_nodes_allowed() {
+        let t = FakeHost::small(2, 2, 2).topology();
+        // Node 0 = cores {0,4},{1,5}; node 1 = cores {2,6},{3,7}.
+        let free = t.online();
+        let one = |nodes: &CpuSet| nodes.to_string() == "1";
+        assert_eq!(pick_on_nodes(&t, &free, 3, false, one).unwrap().len(), 3);
+        let both = |nodes: &CpuSet| nodes.len() == 2;
+        let got = pick_on_nodes(&t, &free, 2, false, both).unwrap();
+        let nodes: CpuSet = got.iter().map(|c| t.cpu(c).unwrap().node).collect();
+        assert_eq!((got.len(), nodes.len()), (2, 2), "{got}");
+        let got = pick_on_nodes(&t, &free, 4, true, both).unwrap();
+        let nodes: CpuSet = got.iter().map(|c| t.cpu(c).unwrap().node).collect();
+        assert_eq!(nodes.len(), 2, "{got}");
+        assert!(pick_on_nodes(&t, &free, 5, false, one).is_none());
+        assert!(pick_on_nodes(&t, &free, 3, true, |_: &CpuSet| true).is_none());
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! take whole CPUs out of it (the shared pool shrinks, so they never overcommit what
 //! shared workloads hold); real-time workloads take isolated CPUs and a slice of
 //! Roost's real-time budget. Memory is counted host-wide against what the profile
-//! leaves for workloads.
+//! leaves for workloads; dedicated and real-time memory is also bound to the NUMA nodes
+//! of its CPUs (split evenly over them) and counted against each node's share.
 
-use crate::pick::{pick, whole_core_cpus};
-use crate::request::{Allocation, Class, CpuRequest, PlaceError, Request, RtGrant};
+use crate::pick::{pick, pick_on_nodes, whole_core_cpus};
+use crate::request::{
+    split_memory, Allocation, Class, CpuRequest, NodeFree, PlaceError, Request, RtGrant,
+};
 use roost_host_config::{CpuSet, HostPlan};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -30,6 +33,8 @@ pub struct Usage {
     pub rt_budget_held_us: u64,
     /// Memory held, MiB.
     pub memory_held_mib: u64,
+    /// Node-bound (dedicated and real-time) memory held on each NUMA node, MiB.
+    pub node_memory_held_mib: BTreeMap<u32, u64>,
     /// Shared workloads (including best effort).
     pub shared_workloads: usize,
 }
@@ -38,6 +43,8 @@ pub struct Usage {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     plan: HostPlan,
+    /// Each node's share of the allocatable memory.
+    node_allocatable: BTreeMap<u32, u64>,
     held: BTreeMap<String, Allocation>,
 }
 
@@ -66,9 +73,26 @@ impl Scheduler {
     /// Nothing handed out yet.
     pub fn new(plan: HostPlan) -> Self {
         Self {
+            node_allocatable: plan.node_memory_allocatable_mib(),
             plan,
             held: BTreeMap::new(),
         }
+    }
+
+    /// Each NUMA node's share of the memory workloads may be given, MiB.
+    pub fn node_allocatable_mib(&self) -> &BTreeMap<u32, u64> {
+        &self.node_allocatable
+    }
+
+    /// Node-bound memory still free on each node, MiB.
+    fn node_free(&self, u: &Usage) -> BTreeMap<u32, u64> {
+        self.node_allocatable
+            .iter()
+            .map(|(node, have)| {
+                let held = u.node_memory_held_mib.get(node).copied().unwrap_or(0);
+                (*node, have.saturating_sub(held))
+            })
+            .collect()
     }
 
     /// The host plan.
@@ -96,6 +120,7 @@ impl Scheduler {
             rt_cpus: CpuSet::new(),
             rt_budget_held_us: 0,
             memory_held_mib: 0,
+            node_memory_held_mib: BTreeMap::new(),
             shared_workloads: 0,
         };
         for a in self.held.values() {
@@ -109,6 +134,9 @@ impl Scheduler {
             }
             u.rt_budget_held_us += a.rt.map_or(0, |r| r.budget_us);
             u.memory_held_mib += a.memory_mib;
+            for (node, mib) in a.node_memory() {
+                *u.node_memory_held_mib.entry(node).or_default() += mib;
+            }
         }
         u.shared_cpus = self.plan.shared_pool().difference(&u.dedicated_cpus);
         u.shared_capacity_millicores = u.shared_cpus.len() as u64 * 1000;
@@ -235,6 +263,15 @@ impl Scheduler {
                 a.memory_mib
             )));
         }
+        let node_free = self.node_free(&u);
+        for (node, mib) in a.node_memory() {
+            let free = node_free.get(&node).copied().unwrap_or(0);
+            if mib > free {
+                return Err(conflict(format!(
+                    "needs {mib} MiB of memory on NUMA node {node}, {free} MiB free"
+                )));
+            }
+        }
         self.held.insert(name.to_string(), a.clone());
         tracing::info!(workload = %name, class = ?a.class, cpus = %a.cpus, "restored");
         Ok(())
@@ -249,7 +286,9 @@ impl Scheduler {
         }
         let whole = self.plan.full_physical_cores;
         let topo = &self.plan.topology;
-        let mut a = match req.cpu {
+        // Exclusive requests also yield the CPUs they could have had and their pool,
+        // for the NUMA memory fit below.
+        let (mut a, exclusive) = match req.cpu {
             CpuRequest::Shared { millicores } => {
                 if u.shared_cpus.is_empty() {
                     return Err(PlaceError::Cores {
@@ -267,14 +306,15 @@ impl Scheduler {
                 if need > free {
                     return Err(PlaceError::Millicores { need, free });
                 }
-                Allocation {
+                let a = Allocation {
                     class: Class::Shared,
                     cpus: CpuSet::new(),
                     mems: CpuSet::new(),
                     millicores,
                     memory_mib: 0,
                     rt: None,
-                }
+                };
+                (a, None)
             }
             CpuRequest::Dedicated { cpus } => {
                 check_cpus(cpus, "resources.cores")?;
@@ -304,7 +344,11 @@ impl Scheduler {
                         free: spare.min(usable.len() as u64) as u32,
                     });
                 }
-                self.exclusive(Class::Dedicated, got, None)
+                let pool = &self.plan.shared;
+                (
+                    self.exclusive(Class::Dedicated, got, None),
+                    Some((avail, "dedicated", pool)),
+                )
             }
             CpuRequest::Realtime {
                 cpus,
@@ -358,7 +402,11 @@ impl Scheduler {
                     budget_us: budget,
                     period_us: period,
                 };
-                self.exclusive(Class::Rt, got, Some(grant))
+                let pool = &self.plan.isolated;
+                (
+                    self.exclusive(Class::Rt, got, Some(grant)),
+                    Some((avail, "isolated", pool)),
+                )
             }
         };
         let free_mem = self
@@ -371,15 +419,88 @@ impl Scheduler {
                 free: free_mem,
             });
         }
+        if let Some((avail, kind, pool)) = exclusive {
+            if req.memory_mib > 0 {
+                let cpus = self.numa_fit(&u, &avail, &a.cpus, req.memory_mib, kind, pool)?;
+                a = self.exclusive(a.class, cpus, a.rt);
+            }
+        }
         a.memory_mib = req.memory_mib;
         Ok(a)
     }
 
-    fn exclusive(&self, class: Class, cpus: CpuSet, rt: Option<RtGrant>) -> Allocation {
-        let mems = cpus
+    /// CPUs for an exclusive request of `memory_mib` whose nodes can hold that memory
+    /// (split evenly over them): one node with both the cores and the memory free if
+    /// any (the tightest CPU fit), else what [`pick`] chose (`picked`) if its nodes
+    /// can hold the memory, else the fewest nodes that can.
+    fn numa_fit(
+        &self,
+        u: &Usage,
+        avail: &CpuSet,
+        picked: &CpuSet,
+        memory_mib: u64,
+        kind: &'static str,
+        pool: &CpuSet,
+    ) -> Result<CpuSet, PlaceError> {
+        let topo = &self.plan.topology;
+        let whole = self.plan.full_physical_cores;
+        let n = picked.len() as u32;
+        let free = self.node_free(u);
+        let holds = |nodes: &CpuSet| {
+            split_memory(memory_mib, nodes)
+                .iter()
+                .all(|(node, mib)| *mib <= free.get(node).copied().unwrap_or(0))
+        };
+        let roomy: CpuSet = topo
+            .nodes
             .iter()
-            .filter_map(|c| self.plan.topology.cpu(c).map(|c| c.node))
+            .filter(|node| free.get(&node.id).copied().unwrap_or(0) >= memory_mib)
+            .flat_map(|node| node.cpus.iter())
             .collect();
+        let on_roomy = pick(topo, &avail.intersection(&roomy), n, whole);
+        if let Some(got) = on_roomy.as_ref().filter(|got| self.mems_of(got).len() == 1) {
+            return Ok(got.clone());
+        }
+        for got in [Some(picked), on_roomy.as_ref()].into_iter().flatten() {
+            if holds(&self.mems_of(got)) {
+                return Ok(got.clone());
+            }
+        }
+        if let Some(got) = pick_on_nodes(topo, avail, n, whole, holds) {
+            return Ok(got);
+        }
+        let usable = if whole {
+            whole_core_cpus(topo, avail)
+        } else {
+            avail.clone()
+        };
+        let nodes = topo
+            .nodes
+            .iter()
+            .filter(|node| !node.cpus.is_disjoint(pool))
+            .map(|node| NodeFree {
+                node: node.id,
+                cpus: usable.intersection(&node.cpus).len() as u32,
+                memory_mib: free.get(&node.id).copied().unwrap_or(0),
+            })
+            .collect();
+        Err(PlaceError::NodeMemory {
+            kind,
+            need: n,
+            need_mib: memory_mib,
+            nodes,
+        })
+    }
+
+    /// NUMA nodes of `cpus`.
+    fn mems_of(&self, cpus: &CpuSet) -> CpuSet {
+        cpus.iter()
+            .filter_map(|c| self.plan.topology.cpu(c).map(|c| c.node))
+            .collect()
+    }
+
+    fn exclusive(&self, class: Class, cpus: CpuSet, rt: Option<RtGrant>) -> Allocation {
+        let mems = self.mems_of(&cpus);
         Allocation {
             class,
             cpus,
@@ -552,6 +673,98 @@ mod tests {
             fresh.admit("c", &rt(1)).unwrap_err().to_string(),
             "needs 1 isolated core, 0 free"
         );
+    }
+
+    fn ded_mem(cpus: u32, memory_mib: u64) -> Request {
+        Request {
+            cpu: CpuRequest::Dedicated { cpus },
+            memory_mib,
+        }
+    }
+
+    /// Two nodes of 4 CPUs (0-3, 4-7), CPU 0 platform, 2000 MiB for workloads on each.
+    fn two_nodes() -> Scheduler {
+        Scheduler::new(plan(
+            &FakeHost::small(2, 4, 1),
+            "[cpu]\nplatform = \"0\"\n[memory]\nreserved_mib = 96\n",
+        ))
+    }
+
+    #[test]
+    fn dedicated_lands_on_the_node_whose_memory_is_free() {
+        let mut s = two_nodes();
+        let alloc: Vec<(u32, u64)> = s.node_allocatable_mib().clone().into_iter().collect();
+        assert_eq!(alloc, [(0, 2000), (1, 2000)]);
+        // Node 0 is the tighter CPU fit, so the first one fills its memory.
+        let a = s.admit("a", &ded_mem(1, 2000)).unwrap();
+        assert_eq!(a.mems.to_string(), "0");
+        // Node 0 still has the tighter fit in cores, but no memory left.
+        let b = s.admit("b", &ded_mem(1, 1500)).unwrap();
+        assert_eq!(b.mems.to_string(), "1", "{}", b.cpus);
+        assert!(
+            b.cpus.is_subset(&CpuSet::parse("4-7").unwrap()),
+            "{}",
+            b.cpus
+        );
+        let held: Vec<(u32, u64)> = s.usage().node_memory_held_mib.into_iter().collect();
+        assert_eq!(held, [(0, 2000), (1, 1500)]);
+        // Shared memory is bound to no node: only the host total counts.
+        s.admit("c", &shared(100, 300)).unwrap();
+        assert_eq!(s.usage().node_memory_held_mib.get(&1), Some(&1500));
+        let e = s.admit("d", &shared(100, 201)).unwrap_err();
+        assert_eq!(e.to_string(), "needs 201 MiB of memory, 200 MiB free");
+    }
+
+    #[test]
+    fn refusal_names_what_each_node_has_free() {
+        let mut s = two_nodes();
+        s.admit("a", &ded_mem(1, 2000)).unwrap();
+        s.admit("b", &ded_mem(1, 1500)).unwrap();
+        // 500 MiB free host-wide, all on node 1, which has only 3 cores free; split over
+        // both nodes, 200 MiB would have to be on node 0.
+        let e = s.admit("c", &ded_mem(4, 400)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "needs 4 dedicated cores and 400 MiB on one NUMA node; \
+             node 0: 2 cores and 0 MiB free, node 1: 3 cores and 500 MiB free"
+        );
+        // Without memory, the same CPUs span both nodes.
+        assert_eq!(s.admit("c", &ded(4)).unwrap().mems.to_string(), "0-1");
+        s.release("c");
+        // Once node 0 has room, the memory is split evenly over the two nodes.
+        s.release("a");
+        let c = s.admit("c", &ded_mem(4, 401)).unwrap();
+        assert_eq!(c.mems.to_string(), "0-1");
+        assert_eq!(c.node_memory(), [(0, 201), (1, 200)]);
+    }
+
+    #[test]
+    fn restore_rebooks_node_memory() {
+        let mut s = two_nodes();
+        let b = Allocation {
+            class: Class::Dedicated,
+            cpus: CpuSet::parse("5").unwrap(),
+            mems: CpuSet::parse("1").unwrap(),
+            millicores: 0,
+            memory_mib: 1500,
+            rt: None,
+        };
+        s.restore("b", &b).unwrap();
+        assert_eq!(s.usage().node_memory_held_mib.get(&1), Some(&1500));
+        // Node 1 has the most free cores but only 500 MiB left.
+        let a = s.admit("a", &ded_mem(1, 1000)).unwrap();
+        assert_eq!(a.mems.to_string(), "0");
+        let mut c = b.clone();
+        c.cpus = CpuSet::parse("6").unwrap();
+        c.memory_mib = 600;
+        let e = s.restore("c", &c).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cannot restore c: needs 600 MiB of memory on NUMA node 1, 500 MiB free"
+        );
+        c.memory_mib = 500;
+        s.restore("c", &c).unwrap();
+        assert_eq!(s.usage().node_memory_held_mib.get(&1), Some(&2000));
     }
 
     #[test]

@@ -106,6 +106,43 @@ pub struct Allocation {
     pub rt: Option<RtGrant>,
 }
 
+impl Allocation {
+    /// The memory this allocation holds on each NUMA node: dedicated and real-time
+    /// memory is bound to `mems` and split evenly over them (the remainder on the
+    /// first); shared memory (and exclusive memory without `mems`) is bound to no node.
+    pub fn node_memory(&self) -> Vec<(u32, u64)> {
+        match self.class {
+            Class::Shared => Vec::new(),
+            Class::Dedicated | Class::Rt => split_memory(self.memory_mib, &self.mems),
+        }
+    }
+}
+
+/// `memory_mib` split evenly over `nodes`, the remainder on the first (lowest).
+pub fn split_memory(memory_mib: u64, nodes: &CpuSet) -> Vec<(u32, u64)> {
+    let n = nodes.len() as u64;
+    if n == 0 {
+        return Vec::new();
+    }
+    let (each, rest) = (memory_mib / n, memory_mib % n);
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| (node, if i == 0 { each + rest } else { each }))
+        .collect()
+}
+
+/// What one NUMA node has free, for refusals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFree {
+    /// Node number.
+    pub node: u32,
+    /// Free CPUs of the pool on it (in whole free cores under `cpu.full_physical_cores`).
+    pub cpus: u32,
+    /// Free node-bound memory, MiB.
+    pub memory_mib: u64,
+}
+
 /// Why a request cannot be placed: exactly what is short.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlaceError {
@@ -156,6 +193,23 @@ pub enum PlaceError {
         /// Free.
         free: u64,
     },
+    /// No NUMA node (nor any even split over several) holds both the CPUs and the
+    /// memory of a dedicated or real-time workload.
+    #[error(
+        "needs {} and {need_mib} MiB on one NUMA node; {}",
+        plural(*need, &format!("{kind} core")),
+        nodes_message(nodes)
+    )]
+    NodeMemory {
+        /// `dedicated` or `isolated`.
+        kind: &'static str,
+        /// CPUs asked for.
+        need: u32,
+        /// Memory asked for, MiB.
+        need_mib: u64,
+        /// What each node of the pool has free.
+        nodes: Vec<NodeFree>,
+    },
     /// Not enough real-time budget.
     #[error("needs a real-time budget of {need} µs per {period} µs, {free} µs free")]
     RtBudget {
@@ -196,6 +250,21 @@ fn plural(n: u32, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
+}
+
+fn nodes_message(nodes: &[NodeFree]) -> String {
+    let parts: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "node {}: {} and {} MiB free",
+                n.node,
+                plural(n.cpus, "core"),
+                n.memory_mib
+            )
+        })
+        .collect();
+    parts.join(", ")
 }
 
 fn cores_message(pool: &str, need: u32, free: u32, whole: bool, pool_size: u32) -> String {
@@ -242,5 +311,52 @@ mod tests {
             free: 1024,
         };
         assert_eq!(e.to_string(), "needs 2048 MiB of memory, 1024 MiB free");
+        let e = PlaceError::NodeMemory {
+            kind: "dedicated",
+            need: 2,
+            need_mib: 4096,
+            nodes: vec![
+                NodeFree {
+                    node: 0,
+                    cpus: 3,
+                    memory_mib: 1024,
+                },
+                NodeFree {
+                    node: 1,
+                    cpus: 1,
+                    memory_mib: 8192,
+                },
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "needs 2 dedicated cores and 4096 MiB on one NUMA node; \
+             node 0: 3 cores and 1024 MiB free, node 1: 1 core and 8192 MiB free"
+        );
+    }
+
+    #[test]
+    fn exclusive_memory_is_split_evenly_over_its_nodes() {
+        let nodes = CpuSet::parse("1,3-4").unwrap();
+        assert_eq!(split_memory(1001, &nodes), [(1, 335), (3, 333), (4, 333)]);
+        assert!(split_memory(10, &CpuSet::new()).is_empty());
+        let a = Allocation {
+            class: Class::Shared,
+            cpus: CpuSet::new(),
+            mems: CpuSet::new(),
+            millicores: 100,
+            memory_mib: 64,
+            rt: None,
+        };
+        assert!(a.node_memory().is_empty());
+        let a = Allocation {
+            class: Class::Dedicated,
+            cpus: CpuSet::parse("2").unwrap(),
+            mems: CpuSet::parse("1").unwrap(),
+            millicores: 0,
+            memory_mib: 64,
+            rt: None,
+        };
+        assert_eq!(a.node_memory(), [(1, 64)]);
     }
 }
