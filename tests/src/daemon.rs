@@ -274,7 +274,8 @@ impl Drop for Daemon {
         // Workload cgroups outlive the daemon (workloads do too); remove the ones
         // this daemon made once its workloads are gone, so test runs do not pile up
         // thousands of empty cgroups (each CFS quota write walks them all).
-        let placed: Vec<String> = match self.child.is_some().then(|| self.try_get("/v1/workloads")) {
+        let placed: Vec<String> = match self.child.is_some().then(|| self.try_get("/v1/workloads"))
+        {
             Some(Ok((200, Value::Array(ws)))) => ws
                 .iter()
                 .filter_map(|w| w["placement"]["cgroupPath"].as_str().map(String::from))
