@@ -3,16 +3,20 @@
 # neighbour on this 2-core host (core 0 shared, core 1 isolated)?
 #
 # Interleaved, RUNS (3) rounds of, each BENCH_SECONDS (10) long:
-#  (a) the probe as a control loop (1 kHz, 300 µs of work per period) placed by Roost
-#      as a real-time workload (isolated core 1, SCHED_FIFO 80, rt budget in Roost's
-#      rt cgroup), beside `stress-ng --cpu 8` placed by Roost as a shared workload
-#      (confined to the shared pool, core 0);
-#  (b) the same probe and the same neighbour with no placement and no real-time policy;
-#  (c) the same loop under SCHED_FIFO 80 on core 1 with no neighbour (the floor);
+#  (a) the probe as a control loop (1 kHz, 300 µs of work per period) in a container
+#      submitted to a `roost host` daemon as a real-time workload (Roost places it on
+#      isolated core 1 with SCHED_FIFO 80 and an rt budget in its rt cgroup), beside
+#      `stress-ng --cpu 8` in a container submitted as a shared workload (Roost confines
+#      it to the shared pool, core 0);
+#  (b) the same image, probe and neighbour as plain containers (`ctr run`): no
+#      placement, no real-time policy (a host without Roost's scheduler);
+#  (c) the same loop as a native process under SCHED_FIFO 80 on core 1 with no
+#      neighbour (the floor);
 #  (w) (a) without work, for its wake-up latency, beside the same neighbour;
-#  (y) cyclictest SCHED_FIFO 80 on core 1 with no neighbour.
-# Ends with three GOAL lines. Every process it starts is killed on exit, and the
-# loops are bounded in time.
+#  (y) cyclictest SCHED_FIFO 80 on core 1 with no neighbour (native).
+# The containers run in a private containerd started here. Ends with three GOAL lines.
+# Every process, container and cgroup it starts is removed on exit (also on Ctrl-C),
+# and every wait is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,46 +25,98 @@ SECS=${BENCH_SECONDS:-10}
 PERIOD=1000
 WORK=300
 PRIO=80
+IMAGE=docker.io/library/roost-bench:rt
+NS=roost-bench
 
 die() { echo "bench-rt: $*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "needs root (cgroups and SCHED_FIFO)"
-for t in stress-ng cyclictest python3; do
+for t in stress-ng cyclictest python3 containerd ctr runc ldd; do
   command -v "$t" >/dev/null || die "needs $t (run: make deps)"
 done
 [[ -f /sys/fs/cgroup/cpu/cpu.rt_runtime_us ]] || die "needs cgroup v1 cpu with CONFIG_RT_GROUP_SCHED"
 [[ $(nproc --all) -ge 2 ]] || die "needs 2 CPUs"
+[[ $RUNS =~ ^[1-9][0-9]*$ && $SECS =~ ^[1-9][0-9]*$ ]] || die "RUNS and BENCH_SECONDS must be whole numbers ≥ 1"
 
 if [[ -z "${ROOST_BIN:-}" ]]; then
-  cargo build --quiet -p roost
-  ROOST_BIN=$PWD/target/debug/roost
+  cargo build --release --quiet -p roost
+  ROOST_BIN=$PWD/target/release/roost
 fi
+ROOST_BIN=$(realpath "$ROOST_BIN")
+cargo build --release --quiet -p roost-tests --bin demo-image
+DEMO_IMAGE=$PWD/target/release/demo-image
 
 work=$(mktemp -d /tmp/roost-bench-rt.XXXXXX)
-prefix="roost-bench-$$"
-groups=()
+prefix="roost-bench-$$"   # Roost's cgroup tree (the daemon's --cgroup-prefix)
+plain="$prefix-plain"     # parent cgroup of the plain `ctr run` containers of (b)
+ctd="$work/containerd"
+csock=""
+daemon=""
+qos=""
+export ROOST_SOCKET="$work/roost.sock"
+export ROOST_CONTAINERD_NAMESPACE="$NS"
+
+# Short client calls, bounded; --foreground keeps them in our process group so a
+# Ctrl-C reaches them (bash drops a SIGINT its foreground child survived).
+ctr_() { timeout --foreground 60 ctr -a "$csock" -n "$NS" "$@"; }
+roost_() { timeout --foreground 60 "$ROOST_BIN" "$@"; }
+# Long commands run in the background and are waited for: the INT/TERM trap then
+# fires at once, and cleanup kills the command (background commands ignore SIGINT).
+fg_pid=""
+long() { "$@" & fg_pid=$!; wait "$fg_pid"; local rc=$?; fg_pid=""; return "$rc"; }
 
 cleanup() {
-  for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
-  sleep 0.5
-  for g in "${groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
-  # The probe removes its own cgroups; if it was killed, remove what is left,
-  # budgets bottom-up.
-  for d in /sys/fs/cgroup/cpu/"$prefix"/rt/*/; do
-    [[ -d $d ]] && { { echo 0 >"$d/cpu.rt_runtime_us"; } 2>/dev/null || true; }
-  done
-  for c in cpu cpuset memory; do
-    base=/sys/fs/cgroup/$c/$prefix
+  set +e
+  trap - EXIT
+  trap '' INT TERM   # a second Ctrl-C does not cut the cleanup short
+  if [[ -n $fg_pid ]]; then
+    kill -TERM "$fg_pid" 2>/dev/null
+    for _ in $(seq 20); do kill -0 "$fg_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$fg_pid" 2>/dev/null
+    { wait "$fg_pid"; } 2>/dev/null
+  fi
+  # Workloads outlive their daemon by design: remove them through it first.
+  if [[ -n $daemon ]] && kill -0 "$daemon" 2>/dev/null; then
+    for w in ctl noisy; do timeout 20 "$ROOST_BIN" rm "$w" >/dev/null 2>&1; done
+    for _ in $(seq 50); do
+      [[ $(timeout 5 "$ROOST_BIN" ps -o json 2>/dev/null | tr -d ' \n') == "[]" ]] && break
+      sleep 0.1
+    done
+  fi
+  if [[ -n $daemon ]]; then
+    kill -TERM -- "-$daemon" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$daemon" 2>/dev/null
+  fi
+  # Whatever is left in the namespace ((b)'s containers, or Roost's if the daemon
+  # could not remove them): kill, delete the task, delete the container.
+  if [[ -n $csock && -S $csock ]]; then
+    for c in $(timeout 10 ctr -a "$csock" -n "$NS" c ls -q 2>/dev/null); do
+      timeout 10 ctr -a "$csock" -n "$NS" t kill -a -s SIGKILL "$c" >/dev/null 2>&1
+      timeout 10 ctr -a "$csock" -n "$NS" t rm -f "$c" >/dev/null 2>&1
+      timeout 10 ctr -a "$csock" -n "$NS" c rm "$c" >/dev/null 2>&1
+    done
+  fi
+  [[ -n $qos ]] && kill "$qos" 2>/dev/null
+  ci/containerd.sh stop "$ctd" >/dev/null 2>&1
+  # Shims of our containerd that outlived it (named by its unique socket path).
+  for p in $(pgrep -f -- "-address $ctd/" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  # Overlay mounts of leftover containers would keep the temp dir busy.
+  awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null; done
+  # cgroups: Roost's tree and runc's parents in every controller, children first
+  # (a cpu cgroup's rt budget is dropped before its directory).
+  for base in /sys/fs/cgroup/*/"$prefix" /sys/fs/cgroup/*/"$plain"; do
     [[ -d $base ]] || continue
-    find "$base" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    if [[ $c == cpu ]]; then
-      { echo 0 >"$base/rt/cpu.rt_runtime_us"; } 2>/dev/null || true
-      { echo 0 >"$base/cpu.rt_runtime_us"; } 2>/dev/null || true
-    fi
-    rmdir "$base"/* "$base" 2>/dev/null || true
+    while read -r d; do
+      [[ -f $d/cpu.rt_runtime_us ]] && { echo 0 >"$d/cpu.rt_runtime_us"; } 2>/dev/null
+      rmdir "$d" 2>/dev/null
+    done < <(find "$base" -depth -type d)
+    [[ -d $base ]] && echo "bench-rt: could not remove cgroup $base" >&2
   done
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 cat >"$work/profile.toml" <<'TOML'
 # This 2-core host: core 0 runs the platform and the shared pool, core 1 is isolated.
@@ -158,58 +214,202 @@ if __name__ == "__main__":
         summary(sys.argv[2], int(sys.argv[3]))
 PY
 
+cat >"$work/view.py" <<'PY'
+"""Host-side view of container processes: policy, rt priority, allowed CPUs, cgroup."""
+import sys
+
+POL = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE", 6: "SCHED_DEADLINE"}
+out = []
+for pid in sys.argv[1:]:
+    try:
+        stat = open("/proc/%s/stat" % pid).read()
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        f = stat[stat.rindex(")") + 2:].split()  # f[0] is field 3 (state)
+        prio, pol = int(f[37]), int(f[38])       # fields 40 and 41
+        cpus = [l.split()[1] for l in open("/proc/%s/status" % pid) if l.startswith("Cpus_allowed_list")][0]
+        cg = [l.strip().split(":", 2)[2] for l in open("/proc/%s/cgroup" % pid) if ":cpuset:" in l]
+        out.append("pid %s (%s) %s%s on cpus %s, cgroup %s" % (
+            pid, comm, POL.get(pol, pol), " %d" % prio if pol in (1, 2) else "", cpus, cg[0] if cg else "?"))
+    except (OSError, IndexError, ValueError):
+        out.append("pid %s gone" % pid)
+print("; ".join(out) if out else "no processes")
+PY
+
 echo "== host profile"
 "$ROOST_BIN" host config check "$work/profile.toml" 2>/dev/null || cat "$work/profile.toml"
-echo "NOTE: no containerd workloads here. The probe and stress-ng run as native host"
-echo "      processes: in (a) both are placed by Roost's scheduler into its cgroup tree"
-echo "      ($prefix/rt/ctl and $prefix/shared/noisy) with \`roost probe latency --place\`"
-echo "      and \`roost probe run\`; in (b) they are plain processes with no placement."
 
-# Start a noisy neighbour in its own process group; prints the group id.
-neighbour() {
-  local placed=$1 secs=$((SECS + 5))
-  if [[ $placed == yes ]]; then
-    setsid "$ROOST_BIN" probe run --profile "$work/profile.toml" --cgroup-prefix "$prefix" \
-      --name noisy --millicores 1000 --seconds "$secs" -- \
-      stress-ng --cpu 8 --timeout "$secs" --quiet >/dev/null 2>"$work/noisy.err" &
-  else
-    setsid stress-ng --cpu 8 --timeout "$secs" --quiet >/dev/null 2>&1 &
-  fi
-  echo $!
+# The image: Debian's busybox-static plus /roost and /usr/bin/stress-ng with the
+# shared libraries ldd lists for them.
+"$DEMO_IMAGE" "$work/image.tar" "$IMAGE" --add "$ROOST_BIN:/roost" \
+  --add "$(command -v stress-ng):/usr/bin/stress-ng" >/dev/null
+csock=$(ci/containerd.sh start "$ctd") || die "containerd did not start"
+"$ROOST_BIN" image import --containerd-socket "$csock" --namespace "$NS" "$work/image.tar" >/dev/null
+
+# The Roost daemon for (a) and (w); its own session, so a Ctrl-C reaches only this
+# script, which removes the workloads through the daemon before stopping it.
+setsid "$ROOST_BIN" host --state-dir "$work/state" --socket "$ROOST_SOCKET" \
+  --profile "$work/profile.toml" --containerd-socket "$csock" --cgroup-prefix "$prefix" \
+  >"$work/host.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do
+  [[ -S $ROOST_SOCKET ]] && "$ROOST_BIN" ps >/dev/null 2>&1 && break
+  kill -0 "$daemon" 2>/dev/null || break
+  sleep 0.1
+done
+"$ROOST_BIN" ps >/dev/null 2>&1 || { tail -20 "$work/host.log" >&2; die "roost host did not start"; }
+
+# Hold the CPU latency request at 0 for the whole run: the haltpoll idle driver here
+# otherwise halts idle CPUs, which adds tens of µs to wake-ups. cyclictest and the
+# native probe hold it themselves; a container cannot open /dev/cpu_dma_latency.
+if [[ -w /dev/cpu_dma_latency ]]; then
+  (exec 3>/dev/cpu_dma_latency && printf 0 >&3 && exec sleep $((RUNS * (5 * SECS + 120) + 600))) &
+  qos=$!
+fi
+
+echo "NOTE: (a) and (w): the probe (\`/roost probe latency\`) and stress-ng run as containers of"
+echo "      the image $IMAGE (busybox-static + roost + stress-ng + their"
+echo "      shared libraries), submitted with \`roost apply\` to a \`roost host\` daemon (private"
+echo "      containerd, namespace $NS, cgroup tree $prefix): ctl as a real-time"
+echo "      workload (cores 1, fifo 80), noisy as a shared one (cpu 1000m). The probe gets no"
+echo "      --cpu/--priority: its CPU, cgroup and SCHED_FIFO come from Roost's placement"
+echo "      (the daemon sets the policy from the host just after the task starts, so ctl's"
+echo "      shell sleeps 0.5 s before it execs the probe, which reads its policy at start)."
+echo "      (b): the same image, commands and neighbour as plain \`ctr run\` containers in the"
+echo "      same containerd: no cpuset, no quota, no real-time policy."
+echo "      (c) and (y): native host processes (probe --cpu 1 --priority $PRIO; cyclictest)."
+echo "      The daemon and containerd stay up, idle, throughout; the daemon has moved"
+echo "      containerd (and so the containers' shims) onto platform core 0."
+if [[ -n $qos ]]; then
+  echo "      /dev/cpu_dma_latency is held at 0 by this script for the whole run."
+else
+  echo "      /dev/cpu_dma_latency is not writable: idle CPUs may halt during (a), (b), (w)."
+fi
+
+probe_cmd() { echo "/roost probe latency --period-us $PERIOD --seconds $SECS --work-us $1 --json"; }
+
+# (a)/(w): the neighbour and the control loop as Roost workloads.
+write_specs() {
+  cat >"$work/noisy.yaml" <<YAML
+apiVersion: roost.dev/v1
+kind: Workload
+metadata: {name: noisy}
+spec:
+  driver: container
+  container:
+    image: $IMAGE
+    command: [/usr/bin/stress-ng, --cpu, "8", --timeout, "$((SECS + 30))", --quiet]
+  resources: {cpu: "1000m"}
+  restartPolicy: never
+  stopGraceSeconds: 2
+YAML
+  cat >"$work/ctl.yaml" <<YAML
+apiVersion: roost.dev/v1
+kind: Workload
+metadata: {name: ctl}
+spec:
+  driver: container
+  container:
+    image: $IMAGE
+    command: [/bin/sh, -c, "sleep 0.5; exec $(probe_cmd "$1")"]
+  resources:
+    cores: 1
+    realtime: {policy: fifo, priority: $PRIO}
+  restartPolicy: never
+  stopGraceSeconds: 2
+YAML
 }
 
-stop_group() {
-  kill -TERM -- "-$1" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 -- "-$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL -- "-$1" 2>/dev/null || true
+phase() {
+  roost_ inspect "$1" -o json 2>/dev/null |
+    sed -n 's/^ *"phase": *"\([a-z]*\)".*/\1/p' | head -1
 }
 
-probe() { "$ROOST_BIN" probe latency --period-us "$PERIOD" --seconds "$SECS" --json "$@"; }
+# Remove the workloads and wait until Roost and containerd hold none of them.
+remove_all() {
+  roost_ rm ctl >/dev/null 2>&1 || true
+  roost_ rm noisy >/dev/null 2>&1 || true
+  for _ in $(seq 300); do
+    if [[ $(roost_ ps -o json | tr -d ' \n') == "[]" && -z $(ctr_ c ls -q) ]]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "the workloads were not removed within 30 s"
+}
+
+placed() {
+  local out=$1 work_us=$2 ph="" t0
+  write_specs "$work_us"
+  roost_ apply -f "$work/noisy.yaml" >/dev/null
+  for _ in $(seq 100); do ph=$(phase noisy); [[ $ph == running ]] && break; sleep 0.1; done
+  [[ $ph == running ]] || die "noisy did not start (phase '$ph'); see $(roost_ logs noisy | tail -3)"
+  sleep 1
+  roost_ apply -f "$work/ctl.yaml" >/dev/null
+  t0=$SECONDS
+  sleep 1.5
+  # What the host sees of ctl's processes while the probe runs.
+  local cid pids=""
+  cid=$(ctr_ t ls | awk '$1 ~ /^ctl-/ {print $1; exit}')
+  [[ -n $cid ]] && pids=$(ctr_ t ps "$cid" | awk 'NR > 1 {print $1}')
+  # shellcheck disable=SC2086
+  hostview=$(python3 "$work/view.py" $pids)
+  # No polling while the probe runs: sleep past its end (0.5 s shell delay + SECS).
+  sleep "$((SECS - 1))"
+  while ((SECONDS - t0 < SECS + 60)); do
+    ph=$(phase ctl)
+    [[ $ph == exited || $ph == failed || $ph == stopped ]] && break
+    sleep 0.25
+  done
+  [[ $ph == exited ]] || { roost_ inspect ctl >&2 || true; die "ctl did not exit cleanly (phase '$ph')"; }
+  roost_ logs ctl | grep '^{' | tail -1 >"$out"
+  [[ -s $out ]] || { roost_ logs ctl >&2; die "ctl printed no JSON"; }
+  remove_all
+}
+
+# (b): the same image as plain containers; the probe runs in the foreground and its
+# stdout is the JSON.
+unplaced() {
+  local out=$1 r=$2
+  ctr_ run -d --cgroup "/$plain/noisy-$r" "$IMAGE" "bench-b-noisy-$r" \
+    /usr/bin/stress-ng --cpu 8 --timeout $((SECS + 30)) --quiet >/dev/null
+  sleep 1
+  # shellcheck disable=SC2046
+  long timeout $((SECS + 60)) ctr -a "$csock" -n "$NS" run --rm --cgroup "/$plain/ctl-$r" \
+    "$IMAGE" "bench-b-ctl-$r" $(probe_cmd "$WORK") </dev/null >"$out"
+  ctr_ t kill -a -s SIGKILL "bench-b-noisy-$r" >/dev/null 2>&1 || true
+  ctr_ t rm -f "bench-b-noisy-$r" >/dev/null 2>&1 || true
+  ctr_ c rm "bench-b-noisy-$r" >/dev/null
+}
+
+check_placed() {
+  python3 - "$1" <<'PY' || echo "    WARNING: the placed probe did not report CPU 1 under SCHED_FIFO (see the line above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if d["cpus"] == "1" and d["policy"].startswith("SCHED_FIFO") else 1)
+PY
+}
 
 for r in $(seq "$RUNS"); do
   echo "== round $r/$RUNS (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 
-  g=$(neighbour yes); groups+=("$g"); sleep 1
-  probe --work-us "$WORK" --place realtime --profile "$work/profile.toml" \
-    --cgroup-prefix "$prefix" --name ctl --priority "$PRIO" >"$work/a.$r.json"
-  stop_group "$g"; wait "$g" 2>/dev/null || true
+  placed "$work/a.$r.json" "$WORK"
   echo "(a) placed:    $(python3 "$work/bench.py" show "$work/a.$r.json" loop)"
+  echo "    host view of ctl: $hostview"
+  check_placed "$work/a.$r.json"
 
-  g=$(neighbour no); groups+=("$g"); sleep 1
-  probe --work-us "$WORK" >"$work/b.$r.json"
-  stop_group "$g"; wait "$g" 2>/dev/null || true
+  unplaced "$work/b.$r.json" "$r"
   echo "(b) unplaced:  $(python3 "$work/bench.py" show "$work/b.$r.json" loop)"
 
-  probe --work-us "$WORK" --cpu 1 --priority "$PRIO" >"$work/c.$r.json"
+  long "$ROOST_BIN" probe latency --period-us "$PERIOD" --seconds "$SECS" --json \
+    --work-us "$WORK" --cpu 1 --priority "$PRIO" >"$work/c.$r.json"
   echo "(c) floor:     $(python3 "$work/bench.py" show "$work/c.$r.json" loop)"
 
-  g=$(neighbour yes); groups+=("$g"); sleep 1
-  probe --work-us 0 --place realtime --profile "$work/profile.toml" \
-    --cgroup-prefix "$prefix" --name ctl --priority "$PRIO" >"$work/w.$r.json"
-  stop_group "$g"; wait "$g" 2>/dev/null || true
+  placed "$work/w.$r.json" 0
   echo "(w) placed, no work: $(python3 "$work/bench.py" show "$work/w.$r.json" wake)"
+  echo "    host view of ctl: $hostview"
+  check_placed "$work/w.$r.json"
 
-  cyclictest -m -q -p "$PRIO" --policy=fifo -a 1 -t 1 -i "$PERIOD" -D "$SECS" -h 20000 \
+  long cyclictest -m -q -p "$PRIO" --policy=fifo -a 1 -t 1 -i "$PERIOD" -D "$SECS" -h 20000 \
     >"$work/y.$r.txt" 2>/dev/null
   echo "(y) cyclictest: $(python3 "$work/bench.py" cyc "$work/y.$r.txt")"
 done

@@ -415,3 +415,152 @@ impl Drop for OwnContainerd {
             .status();
     }
 }
+
+/// Write an OCI image layout named `name` into `dir`: the busybox layer of
+/// [`busybox_layout`] under a second layer that holds each `(host path, path in the
+/// image)` of `files` and every shared library `ldd` lists for them, at the paths ldd
+/// prints (`/lib/x86_64-linux-gnu/libc.so.6`, `/lib64/ld-linux-x86-64.so.2`, …) with
+/// the content of the file each resolves to. Modes are kept, mtimes are 0. `PATH` is
+/// `/usr/local/bin:/usr/bin:/bin`. Returns the manifest digest.
+pub fn busybox_layout_with(
+    dir: &Path,
+    name: &str,
+    files: &[(PathBuf, String)],
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::os::unix::fs::PermissionsExt;
+
+    // Image path (relative, no leading '/') -> host file.
+    let mut wanted: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut add = |image: &str, host: &Path| -> anyhow::Result<()> {
+        let rel = image.trim_start_matches('/');
+        if rel.is_empty()
+            || rel.ends_with('/')
+            || rel
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            anyhow::bail!("`{image}` is not a usable file path in the image");
+        }
+        wanted.insert(rel.to_string(), host.to_path_buf());
+        Ok(())
+    };
+    for (host, image) in files {
+        anyhow::ensure!(
+            host.is_file(),
+            "{} is not a file on this host",
+            host.display()
+        );
+        add(image, host)?;
+        for lib in ldd_paths(host)? {
+            add(&lib, Path::new(&lib))?;
+        }
+    }
+
+    // The busybox layer already has these directories (with their own modes).
+    let base: BTreeSet<&str> = ["bin", "etc", "tmp", "root", "data"].into();
+    let mut dirs = BTreeSet::new();
+    for rel in wanted.keys() {
+        let mut acc = String::new();
+        let parts: Vec<&str> = rel.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(part);
+            if !base.contains(acc.as_str()) {
+                dirs.insert(format!("{acc}/"));
+            }
+        }
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    for d in &dirs {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, d, std::io::empty())?;
+    }
+    for (rel, host) in &wanted {
+        let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+        let mode = std::fs::metadata(host)?.permissions().mode() & 0o7777;
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, rel, data.as_slice())?;
+    }
+    let extra = b.into_inner()?;
+
+    std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let (bd, bs) = put_blob(dir, &busybox_layer());
+    let (xd, xs) = put_blob(dir, &extra);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [bd, xd]},
+    });
+    let (cd, cs) = put_blob(dir, &serde_json::to_vec(&config)?);
+    let layer = "application/vnd.oci.image.layer.v1.tar";
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [
+            {"mediaType": layer, "digest": bd, "size": bs},
+            {"mediaType": layer, "digest": xd, "size": xs},
+        ],
+    });
+    let (md, ms) = put_blob(dir, &serde_json::to_vec(&manifest)?);
+    let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    Ok(md)
+}
+
+/// The shared libraries (and the program interpreter) `ldd` lists for `bin`, as the
+/// absolute paths it prints; empty for a static executable.
+fn ldd_paths(bin: &Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .context("running ldd (Debian package libc-bin)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if text.contains("not a dynamic executable") || err.contains("not a dynamic executable") {
+        return Ok(Vec::new());
+    }
+    anyhow::ensure!(
+        out.status.success(),
+        "ldd {} failed: {}",
+        bin.display(),
+        err.trim()
+    );
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.contains("=> not found") {
+            anyhow::bail!("ldd {}: {line}", bin.display());
+        }
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
+        // `/lib64/ld-linux-x86-64.so.2 (0x...)`; `linux-vdso.so.1 (0x...)` has no file.
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(p.to_string());
+        }
+    }
+    Ok(libs)
+}
