@@ -284,12 +284,19 @@ impl Drop for Daemon {
         };
         self.term();
         self.kill_workloads();
-        if !placed.is_empty() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for rel in placed.iter().filter(|r| !r.contains("/rt/")) {
-            for c in ["cpuset", "cpu", "memory"] {
-                let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join(rel));
+        // The killed workloads leave their cgroups once the kernel has reaped them.
+        let t = Instant::now();
+        let mut left: Vec<PathBuf> = placed
+            .iter()
+            .filter(|r| !r.contains("/rt/"))
+            .flat_map(|rel| {
+                ["cpuset", "cpu", "memory"].map(|c| Path::new("/sys/fs/cgroup").join(c).join(rel))
+            })
+            .collect();
+        while !left.is_empty() && t.elapsed() < Duration::from_secs(5) {
+            left.retain(|p| p.exists() && std::fs::remove_dir(p).is_err());
+            if !left.is_empty() {
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
