@@ -206,6 +206,34 @@ pub fn set_realtime(pid: u32, policy: RtPolicy, priority: u32) -> Result<(), Cgr
     Ok(())
 }
 
+/// [`set_realtime`] on every thread of process `pid` (`sched_setscheduler` changes
+/// one thread). Threads that end meanwhile are skipped.
+pub fn set_realtime_all_threads(
+    pid: u32,
+    policy: RtPolicy,
+    priority: u32,
+) -> Result<(), CgroupError> {
+    set_realtime(pid, policy, priority)?;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Ok(());
+    };
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if tid == pid {
+            continue;
+        }
+        match set_realtime(tid, policy, priority) {
+            Ok(()) => {}
+            Err(CgroupError::Sched { source, .. })
+                if source.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The scheduling policy of `pid` (for checks): `SCHED_*` value.
 pub fn policy_of(pid: u32) -> Option<i32> {
     // SAFETY: sched_getscheduler takes a pid by value and touches no memory of ours.

@@ -217,6 +217,14 @@ pub fn runtime_spec(
         opts.push(if m.read_only { "ro" } else { "rw" });
         mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source, "options": opts}));
     }
+    // Real-time containers may lock their memory (a control loop that page-faults
+    // misses deadlines): CAP_IPC_LOCK, which lifts RLIMIT_MEMLOCK (raising that
+    // rlimit instead is refused: runc's hard limit is containerd's). Their memory
+    // limit still bounds what they can lock.
+    let mut caps: Vec<&str> = CAPS.to_vec();
+    if run.resources.realtime.is_some() {
+        caps.push("CAP_IPC_LOCK");
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -226,7 +234,7 @@ pub fn runtime_spec(
             "env": env,
             "cwd": cwd,
             "capabilities": {
-                "bounding": CAPS, "effective": CAPS, "permitted": CAPS,
+                "bounding": caps, "effective": caps, "permitted": caps,
             },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": true,
@@ -343,5 +351,23 @@ mod tests {
         let last = s["mounts"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(last["destination"], "/data");
         assert!(last["options"].as_array().unwrap().contains(&json!("ro")));
+    }
+
+    #[test]
+    fn only_realtime_containers_may_lock_memory() {
+        let user = User { uid: 0, gid: 0 };
+        let plain = runtime_spec(&RunSpec::default(), &image(), user, vec![], vec![]);
+        let caps = |s: &Value| s["process"]["capabilities"]["effective"].clone();
+        assert!(!caps(&plain)
+            .as_array()
+            .unwrap()
+            .contains(&json!("CAP_IPC_LOCK")));
+        let mut r = RunSpec::default();
+        r.resources.realtime = Some((RtPolicy::Fifo, 80));
+        let rt = runtime_spec(&r, &image(), user, vec![], vec![]);
+        assert!(caps(&rt)
+            .as_array()
+            .unwrap()
+            .contains(&json!("CAP_IPC_LOCK")));
     }
 }

@@ -4,7 +4,7 @@
 //! after a restart. Order per NOTES: Containers.Create before Snapshots.Prepare so GC
 //! never sees an unreferenced rootfs.
 
-use crate::cgroup::{set_realtime, CgroupError, CgroupV1};
+use crate::cgroup::{set_realtime_all_threads, CgroupError, CgroupV1};
 use crate::client::{Client, RpcError, SNAPSHOTTER};
 use crate::image::{ImageError, ImageFiles, ResolvedImage, User};
 use crate::spec::{self, RunSpec};
@@ -351,8 +351,16 @@ impl Client {
             stderr: log,
             ..Default::default()
         });
-        self.call_within("Tasks.Create", id, CREATE_TIMEOUT, self.tasks().create(req))
-            .await?;
+        let init = self
+            .call_within("Tasks.Create", id, CREATE_TIMEOUT, self.tasks().create(req))
+            .await?
+            .pid;
+        // runc ignores OCI `process.scheduler`: the policy is set from the host on
+        // every thread of the created (not yet started) init process, so the
+        // workload's first instruction already runs real-time (exec keeps it).
+        if let Some((policy, prio)) = run.resources.realtime {
+            set_realtime_all_threads(init, policy, prio)?;
+        }
         let req = self.req(StartRequest {
             container_id: id.clone(),
             exec_id: String::new(),
@@ -361,9 +369,10 @@ impl Client {
             .call_within("Tasks.Start", id, CREATE_TIMEOUT, self.tasks().start(req))
             .await?
             .pid;
+        // And on whatever else runs in it by now (a process forked meanwhile).
         if let Some((policy, prio)) = run.resources.realtime {
             for p in self.pids(id).await? {
-                set_realtime(p, policy, prio)?;
+                set_realtime_all_threads(p, policy, prio)?;
             }
         }
         tracing::info!(container = %id, pid, image = %checked.image.name, "container started");

@@ -789,7 +789,7 @@ impl Actor {
                     reason: "start-failed".into(),
                     message: Some(e.to_string()),
                 };
-                self.after_end(info);
+                self.after_end(info, false);
             }
         }
     }
@@ -804,11 +804,13 @@ impl Actor {
             self.remove_old_run_dirs(h.id.instance);
         }
         self.emit("exited", describe_exit(&info));
-        self.after_end(info);
+        self.after_end(info, true);
     }
 
     /// Decide restart or rest after an instance ended (or failed to start).
-    fn after_end(&mut self, info: ExitInfo) {
+    /// `exit_reported`: an `exited` event was just emitted for the instance, so a
+    /// final phase of `exited` is not announced twice.
+    fn after_end(&mut self, info: ExitInfo, exit_reported: bool) {
         let cfg = &self.sup.cfg;
         let now = now_ms();
         let st = &mut self.rec.status;
@@ -845,9 +847,12 @@ impl Actor {
                 Phase::Failed
             };
             st.message = info.message.clone();
+            let repeat = exit_reported && st.phase == Phase::Exited;
             let kind = st.phase.as_str();
             self.save(false);
-            self.emit(kind, describe_exit(&info));
+            if !repeat {
+                self.emit(kind, describe_exit(&info));
+            }
         }
     }
 

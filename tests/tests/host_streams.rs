@@ -58,6 +58,13 @@ fn logs_tail_and_follow() {
     assert!(tail.ends_with("exiting with 0\n"), "{tail}");
     let out = d.cli(&["logs", "--tail", "1", "talker"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // A clean exit is announced once.
+    let kinds: Vec<String> = read_events(&d, 0)
+        .iter()
+        .filter(|e| e["workload"] == "talker")
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["created", "starting", "running", "exited"]);
 }
 
 fn read_events(d: &Daemon, cursor: u64) -> Vec<Value> {

@@ -319,7 +319,17 @@ impl CgroupBackend for V1 {
         let cpu = self.cpu.join(&rel);
         // Bottom-up: the workload's budget goes before its parent's can shrink.
         if class == Class::Rt && cpu.exists() && self.has_rt_groups() {
-            if let Err(e) = zero_rt_subtree(&cpu) {
+            // A real-time task killed just before may still be leaving the group
+            // (its budget cannot go to 0 while it is there): give it 2 s.
+            let mut zeroed = zero_rt_subtree(&cpu);
+            for _ in 0..40 {
+                if zeroed.is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                zeroed = zero_rt_subtree(&cpu);
+            }
+            if let Err(e) = zeroed {
                 let tasks = std::fs::read_to_string(cpu.join("tasks")).unwrap_or_default();
                 if !tasks.trim().is_empty() {
                     return Err(CgroupError::Busy {
