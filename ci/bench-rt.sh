@@ -272,8 +272,7 @@ echo "      shared libraries), submitted with \`roost apply\` to a \`roost host\
 echo "      containerd, namespace $NS, cgroup tree $prefix): ctl as a real-time"
 echo "      workload (cores 1, fifo 80), noisy as a shared one (cpu 1000m). The probe gets no"
 echo "      --cpu/--priority: its CPU, cgroup and SCHED_FIFO come from Roost's placement"
-echo "      (the daemon sets the policy from the host just after the task starts, so ctl's"
-echo "      shell sleeps 0.5 s before it execs the probe, which reads its policy at start)."
+echo "      (the daemon sets the policy on the created task before starting it)."
 echo "      (b): the same image, commands and neighbour as plain \`ctr run\` containers in the"
 echo "      same containerd: no cpuset, no quota, no real-time policy."
 echo "      (c) and (y): native host processes (probe --cpu 1 --priority $PRIO; cyclictest)."
@@ -310,7 +309,7 @@ spec:
   driver: container
   container:
     image: $IMAGE
-    command: [/bin/sh, -c, "sleep 0.5; exec $(probe_cmd "$1")"]
+    command: [/bin/sh, -c, "exec $(probe_cmd "$1")"]
   resources:
     cores: 1
     realtime: {policy: fifo, priority: $PRIO}
@@ -353,7 +352,7 @@ placed() {
   [[ -n $cid ]] && pids=$(ctr_ t ps "$cid" | awk 'NR > 1 {print $1}')
   # shellcheck disable=SC2086
   hostview=$(python3 "$work/view.py" $pids)
-  # No polling while the probe runs: sleep past its end (0.5 s shell delay + SECS).
+  # No polling while the probe runs: sleep until near its end.
   sleep "$((SECS - 1))"
   while ((SECONDS - t0 < SECS + 60)); do
     ph=$(phase ctl)
