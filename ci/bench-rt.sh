@@ -51,7 +51,6 @@ plain="$prefix-plain"     # parent cgroup of the plain `ctr run` containers of (
 ctd="$work/containerd"
 csock=""
 daemon=""
-qos=""
 export ROOST_SOCKET="$work/roost.sock"
 export ROOST_CONTAINERD_NAMESPACE="$NS"
 
@@ -96,7 +95,6 @@ cleanup() {
       timeout 10 ctr -a "$csock" -n "$NS" c rm "$c" >/dev/null 2>&1
     done
   fi
-  [[ -n $qos ]] && kill "$qos" 2>/dev/null
   ci/containerd.sh stop "$ctd" >/dev/null 2>&1
   # Shims of our containerd that outlived it (named by its unique socket path).
   for p in $(pgrep -f -- "-address $ctd/" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
@@ -258,14 +256,6 @@ for _ in $(seq 100); do
 done
 "$ROOST_BIN" ps >/dev/null 2>&1 || { tail -20 "$work/host.log" >&2; die "roost host did not start"; }
 
-# Hold the CPU latency request at 0 for the whole run: the haltpoll idle driver here
-# otherwise halts idle CPUs, which adds tens of µs to wake-ups. cyclictest and the
-# native probe hold it themselves; a container cannot open /dev/cpu_dma_latency.
-if [[ -w /dev/cpu_dma_latency ]]; then
-  (exec 3>/dev/cpu_dma_latency && printf 0 >&3 && exec sleep $((RUNS * (5 * SECS + 120) + 600))) &
-  qos=$!
-fi
-
 echo "NOTE: (a) and (w): the probe (\`/roost probe latency\`) and stress-ng run as containers of"
 echo "      the image $IMAGE (busybox-static + roost + stress-ng + their"
 echo "      shared libraries), submitted with \`roost apply\` to a \`roost host\` daemon (private"
@@ -278,11 +268,9 @@ echo "      same containerd: no cpuset, no quota, no real-time policy."
 echo "      (c) and (y): native host processes (probe --cpu 1 --priority $PRIO; cyclictest)."
 echo "      The daemon and containerd stay up, idle, throughout; the daemon has moved"
 echo "      containerd (and so the containers' shims) onto platform core 0."
-if [[ -n $qos ]]; then
-  echo "      /dev/cpu_dma_latency is held at 0 by this script for the whole run."
-else
-  echo "      /dev/cpu_dma_latency is not writable: idle CPUs may halt during (a), (b), (w)."
-fi
+echo "      CPU wake-up latency (/dev/cpu_dma_latency at 0): the daemon holds it while a"
+echo "      real-time workload is admitted, so (a) and (w) have it; (c) and (y) hold it"
+echo "      themselves, as cyclictest does; (b), a host without Roost, runs without it."
 
 probe_cmd() { echo "/roost probe latency --period-us $PERIOD --seconds $SECS --work-us $1 --json"; }
 

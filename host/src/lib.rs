@@ -9,6 +9,7 @@ pub mod drivers;
 pub mod events;
 pub mod journal;
 pub mod model;
+pub mod pmqos;
 pub mod sched;
 pub mod server;
 pub mod spec;

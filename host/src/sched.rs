@@ -6,6 +6,7 @@
 use crate::admission::{parse_millicores, Admission, HostCapacity, Refusal};
 use crate::driver::Placement;
 use crate::drivers::process::CgroupAttach;
+use crate::pmqos::PmQos;
 use crate::spec::{self, CpuPolicy, WorkloadSpec};
 use roost_host_config::{HostPlan, Profile, ProfileError, Topology, TopologyError};
 use roost_scheduler::cgroup::{CgroupBackend, CgroupError, Cgroups, Tree, WorkloadGroup};
@@ -57,6 +58,8 @@ pub struct SchedAdmission {
     cgroups: Option<Arc<dyn CgroupBackend>>,
     /// Roost's cgroup directory name, for `Placement::cgroup_path`.
     prefix: String,
+    /// Held while real-time workloads are admitted (when enforcing).
+    pm_qos: Option<PmQos>,
 }
 
 impl SchedAdmission {
@@ -66,6 +69,7 @@ impl SchedAdmission {
             sched: Scheduler::new(plan),
             cgroups: None,
             prefix: "roost".to_string(),
+            pm_qos: None,
         }
     }
 
@@ -82,6 +86,7 @@ impl SchedAdmission {
             sched,
             cgroups: Some(Arc::from(backend)),
             prefix: prefix.to_string(),
+            pm_qos: Some(PmQos::new("/dev/cpu_dma_latency")),
         })
     }
 
@@ -150,6 +155,23 @@ impl SchedAdmission {
     /// Whether placements are enforced in cgroups.
     pub fn enforcing(&self) -> bool {
         self.cgroups.is_some()
+    }
+
+    /// Hold the CPU wake-up latency request exactly while a real-time workload is
+    /// admitted.
+    fn sync_pm_qos(&mut self) {
+        let want = self
+            .sched
+            .allocations()
+            .iter()
+            .any(|(_, a)| a.class == Class::Rt);
+        if let Some(q) = &mut self.pm_qos {
+            if let Err(e) = q.set(want) {
+                tracing::warn!(error = %e, "cannot hold /dev/cpu_dma_latency; real-time wake-ups may suffer from deep CPU idle states");
+                // Do not retry on every admission.
+                self.pm_qos = None;
+            }
+        }
     }
 
     fn shared_names(&self) -> Vec<String> {
@@ -331,6 +353,7 @@ impl Admission for SchedAdmission {
                 reason: format!("cannot set up the workload's cgroup: {}", chain(&e)),
             });
         }
+        self.sync_pm_qos();
         Ok(self.placement(name, &a))
     }
 
@@ -349,6 +372,7 @@ impl Admission for SchedAdmission {
                 }
             }
         }
+        self.sync_pm_qos();
     }
 
     fn restore(&mut self, name: &str, placement: &Placement) -> Result<(), Refusal> {
@@ -359,6 +383,7 @@ impl Admission for SchedAdmission {
         if let Err(e) = self.enforce(name, &a) {
             tracing::warn!(workload = %name, error = %chain(&e), "restored without its cgroup");
         }
+        self.sync_pm_qos();
         Ok(())
     }
 

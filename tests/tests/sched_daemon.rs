@@ -196,3 +196,63 @@ fn daemon_and_containerd_on_platform_cores_and_workloads_in_their_cgroups() {
         assert_eq!(allowed, "1", "monitor thread {tid}");
     }
 }
+
+/// The current PM QoS CPU latency target in µs (`/dev/cpu_dma_latency`).
+fn cpu_latency_target() -> Option<i32> {
+    let b = std::fs::read("/dev/cpu_dma_latency").ok()?;
+    Some(i32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+#[test]
+fn realtime_workloads_hold_cpu_wakeup_latency_at_zero() {
+    if let Some(why) = skip_reason(true) {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let Some(before) = cpu_latency_target() else {
+        eprintln!("SKIPPED: needs /dev/cpu_dma_latency");
+        return;
+    };
+    let prefix = format!("roost-test-{}-qos", std::process::id());
+    let _cleanup = Cleanup {
+        prefix: prefix.clone(),
+        containerd: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(
+        &profile,
+        "[cpu]\nplatform = \"0\"\nisolated = \"1\"\nshare_platform = true\n\
+         [realtime]\nbudget_us = 100000\nworkload_budget_us = 50000\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(&[
+        "--cgroup-prefix",
+        prefix.as_str(),
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    let rt = mock_spec(
+        "ctl",
+        json!({}),
+        json!({"resources": {"cores": 1, "realtime": {"policy": "fifo", "priority": 50}}}),
+    );
+    let (s, v) = d.api("POST", "/v1/workloads", Some(&rt));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(cpu_latency_target(), Some(0), "held while ctl is admitted");
+    let (s, v) = d.api("DELETE", "/v1/workloads/ctl", None);
+    assert!(s < 300, "{s} {v}");
+    assert!(
+        eventually(T, || d.api("GET", "/v1/workloads/ctl", None).0 == 404),
+        "ctl removed"
+    );
+    if before != 0 {
+        assert_eq!(
+            cpu_latency_target(),
+            Some(before),
+            "released when no real-time workload is left"
+        );
+    } else {
+        eprintln!("note: another process holds /dev/cpu_dma_latency at 0; release not checked");
+    }
+}
