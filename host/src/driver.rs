@@ -78,6 +78,17 @@ pub struct TaskHandle {
     pub data: serde_json::Value,
 }
 
+impl TaskHandle {
+    /// The driver's own data, decoded (an error names the instance).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, DriverError> {
+        serde_json::from_value(self.data.clone()).map_err(|e| DriverError::Op {
+            op: "decode handle",
+            instance: self.id.key(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 /// How an instance ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

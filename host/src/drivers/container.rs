@@ -74,11 +74,7 @@ impl ContainerDriver {
     }
 
     fn data(h: &TaskHandle) -> Result<Data, DriverError> {
-        serde_json::from_value(h.data.clone()).map_err(|e| DriverError::Op {
-            op: "decode handle",
-            instance: h.id.key(),
-            reason: e.to_string(),
-        })
+        h.decode()
     }
 
     fn handle(id: InstanceId, data: Data) -> Result<TaskHandle, DriverError> {

@@ -57,11 +57,7 @@ impl MockDriver {
     }
 
     fn data(h: &TaskHandle) -> Result<Data, DriverError> {
-        serde_json::from_value(h.data.clone()).map_err(|e| DriverError::Op {
-            op: "decode handle",
-            instance: h.id.key(),
-            reason: e.to_string(),
-        })
+        h.decode()
     }
 
     /// Every live mock of this host: marker key (`name-N`) → process.

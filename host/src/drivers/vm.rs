@@ -66,11 +66,7 @@ impl VmDriver {
     }
 
     fn data(h: &TaskHandle) -> Result<Data, DriverError> {
-        serde_json::from_value(h.data.clone()).map_err(|e| DriverError::Op {
-            op: "decode handle",
-            instance: h.id.key(),
-            reason: e.to_string(),
-        })
+        h.decode()
     }
 }
 
