@@ -105,6 +105,10 @@ pub struct Client {
     /// Resolved images by name, keyed on the target digest they were resolved from
     /// (content is immutable by digest, so only a retag invalidates an entry).
     pub(crate) images: ImageCache,
+    /// The `roost` binary the shim runs as the log copier ([`crate::logcopy`]); `None`
+    /// falls back to containerd's `file://` logging, which can lose a short-lived
+    /// container's last stderr lines.
+    pub(crate) log_helper: Option<PathBuf>,
 }
 
 /// Shared cache of resolved images and their layer directories.
@@ -147,6 +151,7 @@ impl Client {
             namespace: namespace.to_string(),
             timeout: Duration::from_secs(30),
             images: ImageCache::default(),
+            log_helper: None,
         };
         let mut v = VersionClient::new(client.channel.clone());
         let version = tokio::time::timeout(Duration::from_secs(5), v.version(()))
@@ -181,7 +186,15 @@ impl Client {
             namespace: namespace.to_string(),
             timeout: Duration::from_secs(30),
             images: ImageCache::default(),
+            log_helper: None,
         })
+    }
+
+    /// Route container output through the log copier at `roost` (the `roost` binary;
+    /// see [`crate::logcopy`]).
+    pub fn with_log_helper(mut self, roost: impl Into<PathBuf>) -> Self {
+        self.log_helper = Some(roost.into());
+        self
     }
 
     /// The socket this client talks to.

@@ -343,7 +343,10 @@ impl Client {
             .call("Snapshots.Prepare", id, self.snapshots().prepare(req))
             .await?
             .mounts;
-        let log = format!("file://{}", run.log_path.display());
+        let log = match &self.log_helper {
+            Some(roost) => crate::logcopy::uri(roost, &run.log_path),
+            None => format!("file://{}", run.log_path.display()),
+        };
         let req = self.req(CreateTaskRequest {
             container_id: id.clone(),
             rootfs: mounts,

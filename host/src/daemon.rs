@@ -227,9 +227,10 @@ pub fn build_drivers(
     }
     let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(mock)];
     let mut missing = HashMap::new();
-    match std::env::current_exe() {
+    let exe = std::env::current_exe();
+    match &exe {
         Ok(exe) => {
-            let mut vm = crate::drivers::vm::VmDriver::new(exe, &cfg.state_dir);
+            let mut vm = crate::drivers::vm::VmDriver::new(exe.clone(), &cfg.state_dir);
             if let Some(a) = &attach {
                 vm = vm.with_cgroups(Arc::clone(a));
             }
@@ -245,7 +246,11 @@ pub fn build_drivers(
         .clone()
         .unwrap_or_else(|| PathBuf::from(roost_container::DEFAULT_SOCKET));
     match crate::drivers::container::ContainerDriver::open(&containerd) {
-        Ok(d) => drivers.push(Arc::new(d)),
+        // The shim runs this binary as the container log copier (`roost container-log`).
+        Ok(d) => drivers.push(Arc::new(match &exe {
+            Ok(exe) => d.with_log_helper(exe.clone()),
+            Err(_) => d,
+        })),
         Err(e) => {
             missing.insert(DriverKind::Container, e.to_string());
         }

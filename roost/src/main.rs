@@ -46,6 +46,13 @@ enum Command {
     Image(cmd::image::ImageArgs),
     /// Run a command inside a container workload's running instance (`roost exec NAME -- CMD`).
     Exec(cmd::exec::ExecArgs),
+    /// Copy a container's output into its log file (run by containerd's shim through a
+    /// `binary://` log URI, not by hand).
+    #[command(name = "container-log", hide = true)]
+    ContainerLog {
+        /// The log file to append to.
+        file: std::path::PathBuf,
+    },
 }
 
 /// `--socket PATH` is global (`roost --socket S ps` as well as `roost ps --socket S`):
@@ -97,6 +104,9 @@ fn main() -> ExitCode {
         Command::Start(a) => cmd::client::start(a),
         Command::Rm(a) => cmd::client::rm(a),
         Command::Events(a) => cmd::client::events(a),
+        Command::ContainerLog { file } => roost_container::logcopy::run(&file)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| anyhow::anyhow!("container-log {}: {e}", file.display())),
     };
     match result {
         Ok(code) => code,

@@ -42,7 +42,10 @@ impl Ns {
     /// Connect in a namespace unique to this test.
     pub async fn new(socket: &Path, test: &str) -> Ns {
         let name = format!("roost-test-{test}-{}", std::process::id());
-        let client = Client::connect_in(socket, &name).await.expect("connect");
+        let client = Client::connect_in(socket, &name)
+            .await
+            .expect("connect")
+            .with_log_helper(crate::roost_bin());
         Ns {
             client,
             name,

@@ -63,6 +63,13 @@ impl ContainerDriver {
         })
     }
 
+    /// Send container output through the log copier at `roost` (the `roost` binary),
+    /// which keeps every line; see [`roost_container::logcopy`].
+    pub fn with_log_helper(mut self, roost: PathBuf) -> Self {
+        self.client = self.client.with_log_helper(roost);
+        self
+    }
+
     /// A driver over an existing client and cgroup root (tests use their own namespace).
     pub fn with_client(client: Client, cgroups: CgroupV1) -> Self {
         Self { client, cgroups }
