@@ -74,16 +74,17 @@ pub fn run(log: &Path) -> io::Result<()> {
             ));
         }
     }
+    // Ready at once: the shim waits on fd 5 before it starts the container, and the
+    // pipes hold what is written meanwhile.
+    // SAFETY: fd 5 is the shim's ready pipe, owned by this process and not used again.
+    unsafe {
+        libc::close(READY_FD);
+    }
     let opened = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
         .open(log);
-    // Ready either way: the shim waits on fd 5 before starting the container.
-    // SAFETY: fd 5 is the shim's ready pipe, owned by this process and not used again.
-    unsafe {
-        libc::close(READY_FD);
-    }
     let mut file = match opened {
         Ok(f) => Some(f),
         Err(e) => {

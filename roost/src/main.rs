@@ -46,13 +46,6 @@ enum Command {
     Image(cmd::image::ImageArgs),
     /// Run a command inside a container workload's running instance (`roost exec NAME -- CMD`).
     Exec(cmd::exec::ExecArgs),
-    /// Copy a container's output into its log file (run by containerd's shim through a
-    /// `binary://` log URI, not by hand).
-    #[command(name = "container-log", hide = true)]
-    ContainerLog {
-        /// The log file to append to.
-        file: std::path::PathBuf,
-    },
 }
 
 /// `--socket PATH` is global (`roost --socket S ps` as well as `roost ps --socket S`):
@@ -88,7 +81,16 @@ fn hoist_socket(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(hoist_socket(std::env::args_os().collect()));
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `roost container-log FILE` is run by containerd's shim for every container start
+    // (the log copier), so it skips building the CLI parser: it is hidden, not for users.
+    if args
+        .get(1)
+        .is_some_and(|a| a == roost_container::logcopy::SUBCOMMAND)
+    {
+        return container_log(&args[2..]);
+    }
+    let cli = Cli::parse_from(hoist_socket(args));
     let result = match cli.command {
         Command::Host(a) => cmd::host::run(a),
         Command::Central(a) => cmd::central::run(a),
@@ -104,15 +106,29 @@ fn main() -> ExitCode {
         Command::Start(a) => cmd::client::start(a),
         Command::Rm(a) => cmd::client::rm(a),
         Command::Events(a) => cmd::client::events(a),
-        Command::ContainerLog { file } => roost_container::logcopy::run(&file)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(|e| anyhow::anyhow!("container-log {}: {e}", file.display())),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             // One clear line (plus its causes) on stderr; exit 1 = the command failed.
             eprintln!("error: {}", cmd::chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn container_log(args: &[std::ffi::OsString]) -> ExitCode {
+    let [file] = args else {
+        eprintln!(
+            "usage: roost {} FILE (run by containerd's shim through a binary:// log URI)",
+            roost_container::logcopy::SUBCOMMAND
+        );
+        return ExitCode::from(2);
+    };
+    match roost_container::logcopy::run(std::path::Path::new(file)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}: {e}", roost_container::logcopy::SUBCOMMAND);
             ExitCode::from(1)
         }
     }
