@@ -1,5 +1,5 @@
 //! The mock driver: a real host process (`/bin/sh`) that logs ticks (a second apart
-//! at first, then 5 s apart), exits
+//! when it has a `runSeconds`, else 5 s apart), exits
 //! with a given code after a given time, and can ignore the polite stop or refuse to
 //! start. Real processes, so daemon restarts, recovery and "never two copies" are
 //! tested for real without KVM or containerd.
@@ -7,7 +7,9 @@
 use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
-use crate::drivers::process::{exit_of_wait_status, host_id, place, reap, CgroupAttach, ProcId};
+use crate::drivers::process::{
+    exit_of_wait_status, host_id, reap, spawn_placed, CgroupAttach, ProcId, SpawnError,
+};
 use crate::spec::{DriverKind, MockSpec, WorkloadSpec};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -127,9 +129,10 @@ while :; do
     exit {code}
   fi
   echo "tick $i"
-  # A line a second at first, then every 5 s (1,000 idle mocks stay cheap).
+  # A line a second while an end is set; a mock that runs until stopped ticks every
+  # 5 s (each tick forks `sleep`: 1,000 of those at 1 s saturate a core).
   s=1
-  if [ $i -ge 5 ]; then s=5; fi
+  if [ {run} -lt 0 ]; then s=5; fi
   if [ {run} -ge 0 ] && [ $((i+s)) -gt {run} ]; then s=$(({run}-i)); fi
   sleep $s &
   SLEEPER=$!
@@ -196,7 +199,12 @@ impl Driver for MockDriver {
         // daemon restart does not reach it. (No pre_exec hook, so std can use
         // posix_spawn: much cheaper than fork from a daemon holding 1,000 tasks.)
         cmd.process_group(0);
-        let child = cmd.spawn().map_err(|e| op(format!("spawn /bin/sh: {e}")))?;
+        // Born in its workload's cgroup (nothing to move afterwards).
+        let child = match spawn_placed(self.cgroups.as_ref(), &req.placement, cmd) {
+            Ok(c) => c,
+            Err(SpawnError::Spawn(e)) => return Err(op(format!("spawn /bin/sh: {e}"))),
+            Err(e) => return Err(op(e.discard())),
+        };
         let pid = child.id() as i32;
         // We reap through waitpid ourselves (see ProcId::exited); dropping `child`
         // neither kills nor waits.
@@ -205,11 +213,6 @@ impl Driver for MockDriver {
         // `wait` reaps it and reads its exit file. (start_time 0 never matches a
         // live process, so it counts as ended.)
         let proc = ProcId::of(pid).unwrap_or(ProcId { pid, start_time: 0 });
-        if let Err(e) = place(self.cgroups.as_ref(), &req.placement, pid) {
-            proc.signal_group(libc::SIGKILL);
-            reap(pid);
-            return Err(op(e));
-        }
         let data = serde_json::to_value(Data { proc, exit_file }).map_err(|e| op(e.to_string()))?;
         Ok(TaskHandle {
             id: req.id.clone(),

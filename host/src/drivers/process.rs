@@ -3,6 +3,7 @@
 //! any driver whose instance is a host process.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Command};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
@@ -116,28 +117,74 @@ pub fn exit_of_wait_status(
     None
 }
 
-/// Puts a process a driver started into its workload's cgroup
+/// Puts a process a driver starts into its workload's cgroup
 /// ([`crate::driver::Placement::cgroup_path`]) in every controller Roost uses. The
-/// daemon itself runs on the platform cores, and its children inherit that; this
-/// moves them where the scheduler placed them. (containerd does the same for
-/// containers through runc.)
+/// daemon itself runs on the platform cores; what it starts belongs where the
+/// scheduler placed it. (containerd does the same for containers through runc.)
 pub trait CgroupAttach: Send + Sync + std::fmt::Debug {
     /// Move process `pid` (all its threads) into `cgroup_path`.
     fn attach(&self, cgroup_path: &str, pid: u32) -> Result<(), String>;
+
+    /// Start `cmd` so that it ends up in `cgroup_path`. This default starts it and
+    /// then moves it; an implementation may instead start it from a thread that is
+    /// already there, so it is born in its cgroup and nothing has to move.
+    fn spawn_in(&self, cgroup_path: &str, mut cmd: Command) -> Result<Child, SpawnError> {
+        let child = cmd.spawn().map_err(SpawnError::Spawn)?;
+        match self.attach(cgroup_path, child.id()) {
+            Ok(()) => Ok(child),
+            Err(e) => Err(SpawnError::Cgroup(Some(child), e)),
+        }
+    }
 }
 
-/// Move `pid` into the placement's cgroup when there is an attacher and a cgroup.
-pub fn place(
+/// Starting a process in its workload's cgroup failed.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The process did not start.
+    Spawn(std::io::Error),
+    /// The cgroup could not be entered; the process, if it started, is returned for
+    /// the caller to kill and reap.
+    Cgroup(Option<Child>, String),
+}
+
+impl SpawnError {
+    /// Kill and reap the process, if it started (drivers start their processes as
+    /// group leaders, so its group goes too), and say what went wrong.
+    pub fn discard(self) -> String {
+        let msg = self.to_string();
+        if let Self::Cgroup(Some(child), _) = self {
+            let pid = child.id() as i32;
+            // SAFETY: kill(2) on the process group this daemon just created.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            reap(pid);
+        }
+        msg
+    }
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spawn(e) => write!(f, "{e}"),
+            Self::Cgroup(_, e) => write!(f, "cannot put it into its cgroup: {e}"),
+        }
+    }
+}
+
+/// Start `cmd` in the placement's cgroup when there is an attacher and a cgroup,
+/// else where the daemon is.
+pub fn spawn_placed(
     attach: Option<&std::sync::Arc<dyn CgroupAttach>>,
     placement: &crate::driver::Placement,
-    pid: i32,
-) -> Result<(), String> {
-    let (Some(a), Some(path)) = (attach, placement.cgroup_path.as_deref()) else {
-        return Ok(());
-    };
-    let pid = u32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
-    a.attach(path, pid)
-        .map_err(|e| format!("cannot move it into its cgroup {path}: {e}"))
+    mut cmd: Command,
+) -> Result<Child, SpawnError> {
+    match (attach, placement.cgroup_path.as_deref()) {
+        (Some(a), Some(path)) => a.spawn_in(path, cmd).map_err(|e| match e {
+            SpawnError::Cgroup(c, m) => SpawnError::Cgroup(c, format!("{path}: {m}")),
+            e => e,
+        }),
+        _ => cmd.spawn().map_err(SpawnError::Spawn),
+    }
 }
 
 /// A short id, stable for a state dir (FNV-1a of its path), that tags the processes

@@ -8,7 +8,9 @@
 use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
-use crate::drivers::process::{exit_of_wait_status, host_id, place, reap, CgroupAttach, ProcId};
+use crate::drivers::process::{
+    exit_of_wait_status, host_id, reap, spawn_placed, CgroupAttach, ProcId, SpawnError,
+};
 use crate::spec::{DriverKind, RtPolicy, VmSpec, WorkloadSpec};
 use async_trait::async_trait;
 use roost_vmm::config::{self, ConfigError, HostInfo};
@@ -265,9 +267,18 @@ impl Driver for VmDriver {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| op(format!("spawn {} vmm: {e}", self.roost_bin.display())))?;
+        // Born in its workload's cgroup (nothing to move afterwards).
+        let child = match spawn_placed(self.cgroups.as_ref(), &req.placement, cmd) {
+            Ok(c) => c,
+            Err(SpawnError::Spawn(e)) => {
+                return Err(op(format!("spawn {} vmm: {e}", self.roost_bin.display())))
+            }
+            Err(e) => {
+                let msg = e.discard();
+                let _ = std::fs::remove_file(&sock);
+                return Err(op(msg));
+            }
+        };
         let pid = child.id() as i32;
         // Reaped through waitpid (ProcId::exited); dropping `child` neither kills nor waits.
         drop(child);
@@ -277,10 +288,6 @@ impl Driver for VmDriver {
             reap(pid);
             let _ = std::fs::remove_file(&sock);
         };
-        if let Err(e) = place(self.cgroups.as_ref(), &req.placement, pid) {
-            kill();
-            return Err(op(e));
-        }
         let t0 = Instant::now();
         while !sock.exists() {
             if !proc.alive() || t0.elapsed() > Duration::from_secs(10) {

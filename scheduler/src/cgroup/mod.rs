@@ -169,6 +169,14 @@ pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     fn set_shared_cpus(&self, cpus: &CpuSet, workloads: &[String]) -> Result<(), CgroupError>;
     /// Move a whole process (`thread = false`) or one thread into `rel`.
     fn attach(&self, rel: &str, id: u32, thread: bool) -> Result<(), CgroupError>;
+    /// Move the calling thread alone into `rel` in every controller (memory too), so
+    /// a process it starts next is born there. Returns `false` when this backend
+    /// cannot (v2 keeps a process's threads in one domain cgroup); the caller then
+    /// moves the process after starting it.
+    fn enter_self(&self, rel: &str) -> Result<bool, CgroupError> {
+        let _ = rel;
+        Ok(false)
+    }
     /// Remove a workload's cgroup: budget to 0, then the directory.
     fn remove(&self, class: Class, name: &str) -> Result<(), CgroupError>;
     /// Remove Roost's whole tree, bottom-up.
@@ -219,6 +227,9 @@ impl CgroupBackend for Cgroups {
     }
     fn attach(&self, rel: &str, id: u32, thread: bool) -> Result<(), CgroupError> {
         self.inner().attach(rel, id, thread)
+    }
+    fn enter_self(&self, rel: &str) -> Result<bool, CgroupError> {
+        self.inner().enter_self(rel)
     }
     fn remove(&self, class: Class, name: &str) -> Result<(), CgroupError> {
         self.inner().remove(class, name)
