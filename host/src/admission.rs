@@ -35,11 +35,25 @@ pub struct HostCapacity {
     pub topology: serde_json::Value,
 }
 
+/// Host-side setup of an admitted workload (its cgroup), run off the admission lock;
+/// the error says what failed and is reported as the refusal.
+pub type Setup = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// The interface the scheduler implements. Calls are serialised by the daemon.
 pub trait Admission: Send + 'static {
     /// Reserve resources for `name`, or say what is short. Admitting a name that
     /// already holds an allocation returns that allocation unchanged.
     fn admit(&mut self, name: &str, spec: &WorkloadSpec) -> Result<Placement, Refusal>;
+    /// Like [`Admission::admit`], but may hand back part of the host-side setup to
+    /// run outside the lock (the daemon runs it while the accept commits). If it
+    /// fails, the caller releases `name`.
+    fn admit_deferred(
+        &mut self,
+        name: &str,
+        spec: &WorkloadSpec,
+    ) -> Result<(Placement, Option<Setup>), Refusal> {
+        self.admit(name, spec).map(|p| (p, None))
+    }
     /// Free what `name` holds (no-op if nothing).
     fn release(&mut self, name: &str);
     /// After a restart: take back allocations read from the store, as they were.

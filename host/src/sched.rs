@@ -3,16 +3,16 @@
 //! (when enforcement is on) the workload's cgroup in Roost's tree is created before
 //! the driver starts it and removed when it is released.
 
-use crate::admission::{parse_millicores, Admission, HostCapacity, Refusal};
+use crate::admission::{parse_millicores, Admission, HostCapacity, Refusal, Setup};
 use crate::driver::Placement;
 use crate::drivers::process::{CgroupAttach, SpawnError};
 use crate::pmqos::PmQos;
 use crate::spec::{self, CpuPolicy, WorkloadSpec};
-use roost_host_config::{HostPlan, Profile, ProfileError, Topology, TopologyError};
+use roost_host_config::{CpuSet, HostPlan, Profile, ProfileError, Topology, TopologyError};
 use roost_scheduler::cgroup::{CgroupBackend, CgroupError, Cgroups, Tree, WorkloadGroup};
 use roost_scheduler::{Allocation, Class, CpuRequest, Request, RtGrant, RtPolicy, Scheduler};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Memory a VM's monitor needs beside its guest's (text, page tables, vCPU stacks,
 /// device buffers): a VM's request and its cgroup's limit are guest memory plus this.
@@ -60,16 +60,26 @@ pub struct SchedAdmission {
     prefix: String,
     /// Held while real-time workloads are admitted (when enforcing).
     pm_qos: Option<PmQos>,
+    /// The shared pool's CPUs as last written to cgroupfs. Its lock orders a shared
+    /// workload's deferred cgroup setup against resizes of the pool.
+    shared_pool: Arc<Mutex<CpuSet>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SchedAdmission {
     /// Bookkeeping only.
     pub fn new(plan: HostPlan) -> Self {
+        let sched = Scheduler::new(plan);
+        let shared_pool = Arc::new(Mutex::new(sched.shared_cpus()));
         Self {
-            sched: Scheduler::new(plan),
+            sched,
             cgroups: None,
             prefix: "roost".to_string(),
             pm_qos: None,
+            shared_pool,
         }
     }
 
@@ -82,11 +92,13 @@ impl SchedAdmission {
     ) -> Result<Self, CgroupError> {
         let sched = Scheduler::new(plan);
         backend.ensure_tree(&Tree::from_plan(sched.plan(), &sched.shared_cpus()))?;
+        let shared_pool = Arc::new(Mutex::new(sched.shared_cpus()));
         Ok(Self {
             sched,
             cgroups: Some(Arc::from(backend)),
             prefix: prefix.to_string(),
             pm_qos: Some(PmQos::new("/dev/cpu_dma_latency")),
+            shared_pool,
         })
     }
 
@@ -193,8 +205,10 @@ impl SchedAdmission {
         let Some(cg) = &self.cgroups else {
             return Ok(());
         };
+        let mut pool = lock(&self.shared_pool);
         let shared_now = self.sched.shared_cpus();
         if a.class == Class::Dedicated {
+            *pool = shared_now.clone();
             cg.set_shared_cpus(&shared_now, &self.shared_names())?;
         }
         cg.apply(&WorkloadGroup::new(name, a, &shared_now))?;
@@ -240,7 +254,13 @@ impl Attacher {
                     .name("roost-spawner".into())
                     .spawn(move || {
                         for (path, cmd, reply) in rx {
-                            let _ = reply.send(spawn_from_inside(&*backend, &home, &path, cmd));
+                            let (r, moved) = spawn_from_inside(&*backend, &path, cmd);
+                            let _ = reply.send(r);
+                            if moved {
+                                if let Err(e) = backend.enter_self(&home) {
+                                    tracing::warn!(cgroup = %home, error = %chain(&e), "the spawner thread cannot go back to the platform cgroup");
+                                }
+                            }
                         }
                     });
                 match started {
@@ -255,30 +275,18 @@ impl Attacher {
     }
 }
 
-/// On the spawner thread: enter `path`, start `cmd`, go back `home`.
+/// On the spawner thread: enter `path` and start `cmd` there. The second value says
+/// whether the thread must go back home (done after the caller has its answer).
 fn spawn_from_inside(
     backend: &dyn CgroupBackend,
-    home: &str,
     path: &str,
     mut cmd: std::process::Command,
-) -> Result<std::process::Child, SpawnError> {
-    let go_home = || {
-        if let Err(e) = backend.enter_self(home) {
-            tracing::warn!(cgroup = %home, error = %chain(&e), "the spawner thread cannot go back to the platform cgroup");
-        }
-    };
+) -> (Result<std::process::Child, SpawnError>, bool) {
     match backend.enter_self(path) {
-        Ok(true) => {
-            let r = cmd.spawn().map_err(SpawnError::Spawn);
-            go_home();
-            r
-        }
+        Ok(true) => (cmd.spawn().map_err(SpawnError::Spawn), true),
         // This backend cannot move a lone thread: start, then move the process.
-        Ok(false) => spawn_then_attach(backend, path, cmd),
-        Err(e) => {
-            go_home();
-            Err(SpawnError::Cgroup(None, chain(&e)))
-        }
+        Ok(false) => (spawn_then_attach(backend, path, cmd), false),
+        Err(e) => (Err(SpawnError::Cgroup(None, chain(&e))), true),
     }
 }
 
@@ -452,18 +460,53 @@ pub fn allocation_of(p: &Placement, rt_period_us: u64) -> Result<Allocation, Ref
 
 impl Admission for SchedAdmission {
     fn admit(&mut self, name: &str, spec: &WorkloadSpec) -> Result<Placement, Refusal> {
+        let (placement, setup) = self.admit_deferred(name, spec)?;
+        if let Some(setup) = setup {
+            if let Err(reason) = setup() {
+                self.release(name);
+                return Err(Refusal { reason });
+            }
+        }
+        Ok(placement)
+    }
+
+    /// A shared workload's cgroup is made by the returned setup (it touches nothing
+    /// another admission changes but the pool's CPUs, read under their lock); a
+    /// dedicated or real-time one resizes the pool or the rt budgets, so it is set up
+    /// here, under the admission lock.
+    fn admit_deferred(
+        &mut self,
+        name: &str,
+        spec: &WorkloadSpec,
+    ) -> Result<(Placement, Option<Setup>), Refusal> {
         let req = request_for(spec)?;
         let a = self.sched.admit(name, &req).map_err(|e| Refusal {
             reason: e.to_string(),
         })?;
-        if let Err(e) = self.enforce(name, &a) {
-            self.release(name);
-            return Err(Refusal {
-                reason: format!("cannot set up the workload's cgroup: {}", chain(&e)),
-            });
+        let placement = self.placement(name, &a);
+        match &self.cgroups {
+            Some(cg) if a.class == Class::Shared => {
+                let (cg, pool) = (Arc::clone(cg), Arc::clone(&self.shared_pool));
+                let (name, a) = (name.to_string(), a.clone());
+                let setup: Setup = Box::new(move || {
+                    let cpus = lock(&pool);
+                    cg.apply(&WorkloadGroup::new(&name, &a, &cpus))
+                        .map(drop)
+                        .map_err(|e| format!("cannot set up the workload's cgroup: {}", chain(&e)))
+                });
+                Ok((placement, Some(setup)))
+            }
+            _ => {
+                if let Err(e) = self.enforce(name, &a) {
+                    self.release(name);
+                    return Err(Refusal {
+                        reason: format!("cannot set up the workload's cgroup: {}", chain(&e)),
+                    });
+                }
+                self.sync_pm_qos();
+                Ok((placement, None))
+            }
         }
-        self.sync_pm_qos();
-        Ok(self.placement(name, &a))
     }
 
     fn release(&mut self, name: &str) {
@@ -475,7 +518,9 @@ impl Admission for SchedAdmission {
                 tracing::warn!(workload = %name, error = %chain(&e), "cgroup not removed");
             }
             if a.class == Class::Dedicated {
+                let mut pool = lock(&self.shared_pool);
                 let shared_now = self.sched.shared_cpus();
+                *pool = shared_now.clone();
                 if let Err(e) = cg.set_shared_cpus(&shared_now, &self.shared_names()) {
                     tracing::warn!(error = %chain(&e), "shared pool not grown back");
                 }
@@ -690,5 +735,40 @@ mod tests {
         a.release("ctl");
         assert!(!dir.path().join("cpu/roost/rt/ctl").exists());
         assert_eq!(rd("cpu/roost/rt/cpu.rt_runtime_us"), "0");
+    }
+
+    #[test]
+    fn a_shared_cgroup_made_later_gets_the_pool_as_it_is_then() {
+        let dir = tempfile::tempdir().unwrap();
+        for c in ["cpu", "cpuset", "memory"] {
+            std::fs::create_dir_all(dir.path().join(c)).unwrap();
+        }
+        std::fs::write(dir.path().join("cpu/cpu.rt_runtime_us"), "950000").unwrap();
+        let v1 = V1::new(
+            dir.path().join("cpu"),
+            dir.path().join("cpuset"),
+            dir.path().join("memory"),
+            "roost",
+        );
+        let p = plan("[cpu]\nplatform = \"0\"\nshared = \"1-2\"\nisolated = \"3\"\n");
+        let mut a = SchedAdmission::with_cgroups(p, Box::new(v1), "roost").unwrap();
+        let web = spec("driver: mock\nmock: {}\nresources:\n  cpu: 500m\n");
+        let (p, setup) = a.admit_deferred("web", &web).unwrap();
+        assert_eq!(p.cgroup_path.as_deref(), Some("roost/shared/web"));
+        let setup = setup.expect("a shared workload's cgroup is set up outside the lock");
+        assert!(!dir.path().join("cpuset/roost/shared/web").exists());
+        // Meanwhile a dedicated workload takes a core out of the pool.
+        let db = spec("driver: mock\nmock: {}\nresources:\n  cores: 1\n  cpuPolicy: dedicated\n");
+        a.admit("db", &db).unwrap();
+        setup().unwrap();
+        let rd = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        let pool = rd("cpuset/roost/shared/cpuset.cpus");
+        assert_eq!(pool.trim().len(), 1, "one shared core left: {pool}");
+        assert_eq!(rd("cpuset/roost/shared/web/cpuset.cpus"), pool);
+        // A dedicated or real-time workload is set up at once, under the lock.
+        a.release("db");
+        let (_, setup) = a.admit_deferred("db", &db).unwrap();
+        assert!(setup.is_none());
+        assert!(dir.path().join("cpuset/roost/dedicated/db").exists());
     }
 }

@@ -322,8 +322,8 @@ impl Supervisor {
             .prepare(&name, &w.spec)
             .await
             .map_err(|e| driver_error_to_supervisor(e, &name))?;
-        let placement = lock(&self.admission)
-            .admit(&name, &w.spec)
+        let (placement, setup) = lock(&self.admission)
+            .admit_deferred(&name, &w.spec)
             .map_err(|r| SupervisorError::NotAdmitted(r.reason))?;
         let rec = WorkloadRecord {
             workload: w,
@@ -333,27 +333,42 @@ impl Supervisor {
             status: Status::default(),
             created_at_ms: now_ms(),
         };
-        // The first instance's directory and log file are made while the accept is
-        // committed (file creation costs as much as the commit here); start finds
-        // them in place. Left behind if the commit fails: harmless, and reused.
+        // While the accept commits: the workload's cgroup (when admission left it to
+        // us) and the first instance's directory and log file (file creation costs as
+        // much as the commit here); start finds them in place. The directory is left
+        // behind if the commit fails: harmless, and reused.
         let prep = {
             let sup = Arc::clone(self);
             let name = name.clone();
-            tokio::task::spawn_blocking(move || sup.prepare_instance(&name, 1))
+            tokio::task::spawn_blocking(move || {
+                let set = setup.map_or(Ok(()), |f| f());
+                // A failure here shows again, with its reason, when the instance starts.
+                let _ = sup.prepare_instance(&name, 1);
+                set
+            })
         };
         let written = self
             .writer
             .write(WriteOp::InsertNew(Box::new(rec.clone())))
             .await;
-        // A failure here shows again, with its reason, when the instance starts.
-        let _ = prep.await;
-        match written {
-            Ok(true) => {}
-            Ok(false) => {
+        let set = prep
+            .await
+            .unwrap_or_else(|e| Err(format!("the cgroup setup task failed: {e}")));
+        match (written, set) {
+            (Ok(true), Ok(())) => {}
+            (Ok(true), Err(reason)) => {
+                // Accepted on disk but cannot run here: take the accept back.
+                if let Err(e) = self.writer.write(WriteOp::Remove(name.clone())).await {
+                    tracing::error!(workload = %name, error = %e, "an accept whose cgroup failed is still stored; it is retried at the next start");
+                }
+                lock(&self.admission).release(&name);
+                return Err(SupervisorError::NotAdmitted(reason));
+            }
+            (Ok(false), _) => {
                 lock(&self.admission).release(&name);
                 return Err(SupervisorError::Conflict(name));
             }
-            Err(e) => {
+            (Err(e), _) => {
                 lock(&self.admission).release(&name);
                 return Err(e.into());
             }
