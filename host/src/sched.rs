@@ -709,8 +709,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn enforcement_creates_and_removes_the_workload_cgroup() {
+    /// A v1 hierarchy (cpu, cpuset, memory) in a temp dir, as root sees it.
+    fn fake_v1() -> (tempfile::TempDir, V1) {
         let dir = tempfile::tempdir().unwrap();
         for c in ["cpu", "cpuset", "memory"] {
             std::fs::create_dir_all(dir.path().join(c)).unwrap();
@@ -722,6 +722,12 @@ mod tests {
             dir.path().join("memory"),
             "roost",
         );
+        (dir, v1)
+    }
+
+    #[test]
+    fn enforcement_creates_and_removes_the_workload_cgroup() {
+        let (dir, v1) = fake_v1();
         let mut a = SchedAdmission::with_cgroups(plan(EDGE), Box::new(v1), "roost").unwrap();
         let rt =
             spec("driver: mock\nmock: {}\nresources:\n  realtime: {policy: fifo, priority: 50}\n");
@@ -739,17 +745,7 @@ mod tests {
 
     #[test]
     fn a_shared_cgroup_made_later_gets_the_pool_as_it_is_then() {
-        let dir = tempfile::tempdir().unwrap();
-        for c in ["cpu", "cpuset", "memory"] {
-            std::fs::create_dir_all(dir.path().join(c)).unwrap();
-        }
-        std::fs::write(dir.path().join("cpu/cpu.rt_runtime_us"), "950000").unwrap();
-        let v1 = V1::new(
-            dir.path().join("cpu"),
-            dir.path().join("cpuset"),
-            dir.path().join("memory"),
-            "roost",
-        );
+        let (dir, v1) = fake_v1();
         let p = plan("[cpu]\nplatform = \"0\"\nshared = \"1-2\"\nisolated = \"3\"\n");
         let mut a = SchedAdmission::with_cgroups(p, Box::new(v1), "roost").unwrap();
         let web = spec("driver: mock\nmock: {}\nresources:\n  cpu: 500m\n");
