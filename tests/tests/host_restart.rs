@@ -53,6 +53,34 @@ fn restart_policies() {
             .any(|l| l.starts_with("never-bad") && l.contains("failed") && l.contains("(3)")),
         "{ps}"
     );
+    // Only the newest instance keeps its run dir (`run/<name>.<instance>`); rm takes
+    // the last one too.
+    let run_dirs = |name: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.state_dir().join("run"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&format!("{name}.")))
+            .collect();
+        v.sort();
+        v
+    };
+    let v = d.wait_phase("never-bad", "failed", T);
+    assert_eq!(run_dirs("never-bad"), ["never-bad.1"]);
+    assert_eq!(v["status"]["instance"], 1);
+    let (s, v) = d.api("DELETE", "/v1/workloads/always-ok", None);
+    assert!(s == 200 || s == 202 || s == 204, "{s} {v}");
+    let t = std::time::Instant::now();
+    while d.api("GET", "/v1/workloads/always-ok", None).0 != 404 {
+        assert!(t.elapsed() < T, "always-ok was not removed within {T:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(run_dirs("always-ok"), Vec::<String>::new());
+    let v = d.wait_for("onfail-bad", "5 restarts", T, |v| {
+        v["status"]["restarts"].as_u64() >= Some(5)
+    });
+    let dirs = run_dirs("onfail-bad");
+    assert!(dirs.len() <= 2, "older run dirs were kept: {dirs:?} at {v}");
 }
 
 #[test]
