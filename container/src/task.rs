@@ -83,6 +83,16 @@ pub enum TaskError {
     /// The image layer could not be re-unpacked.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A container with this id is already running (left by a Roost whose state was
+    /// reset?); it is left alone.
+    #[error(
+        "container {id} is already running in containerd (left by an earlier run?); \
+         remove it with `ctr -n <namespace> task kill {id}` and `ctr -n <namespace> c rm {id}`"
+    )]
+    AlreadyRunning {
+        /// The container id.
+        id: String,
+    },
     /// The log file's directory could not be made.
     #[error("log file {path}: {source}")]
     Log {
@@ -278,7 +288,8 @@ impl Client {
         cgroups: &CgroupV1,
     ) -> Result<u32, TaskError> {
         let r = self.create_and_start(run, checked, cgroups).await;
-        if r.is_err() {
+        // A running container with this id is not ours to remove.
+        if r.is_err() && !matches!(r, Err(TaskError::AlreadyRunning { .. })) {
             if let Err(e) = self.delete(&run.id, cgroups).await {
                 tracing::warn!(container = %run.id, error = %e, "cleanup after a failed start failed");
             }
@@ -329,10 +340,33 @@ impl Client {
             ..Default::default()
         };
         let req = self.req(CreateContainerRequest {
-            container: Some(container),
+            container: Some(container.clone()),
         });
-        self.call("Containers.Create", id, self.containers().create(req))
-            .await?;
+        match self
+            .call("Containers.Create", id, self.containers().create(req))
+            .await
+        {
+            Ok(_) => {}
+            // A record left with this id (a delete cut short by a daemon stop, or a
+            // daemon whose state dir was reset): a stopped one is removed, once.
+            Err(e) if e.is_already_exists() => {
+                if matches!(self.state(id).await?, State::Running | State::Paused) {
+                    return Err(TaskError::AlreadyRunning { id: id.clone() });
+                }
+                tracing::warn!(container = %id, "removing a stopped container left with this id");
+                self.delete(id, cgroups).await?;
+                // Its delete may have shrunk the budget this start reserved.
+                if let Some(rt) = run.resources.rt_runtime_us {
+                    cgroups.reserve_rt_budget(&run.cgroup_path, rt)?;
+                }
+                let req = self.req(CreateContainerRequest {
+                    container: Some(container),
+                });
+                self.call("Containers.Create", id, self.containers().create(req))
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
         let req = self.req(PrepareSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
             key: id.clone(),

@@ -5,7 +5,7 @@
 use roost_container::cgroup::CgroupV1;
 use roost_container::image::ImportOptions;
 use roost_container::spec::BindMount;
-use roost_container::task::{CheckError, State};
+use roost_container::task::{CheckError, State, TaskError};
 use roost_tests::container::{busybox_layout, import_busybox, run_spec, socket, tar_dir, Ns};
 use std::time::{Duration, Instant};
 
@@ -251,5 +251,39 @@ async fn twenty_containers_start_at_once() {
         let log = std::fs::read_to_string(t.path().join(format!("{i}.log"))).unwrap();
         assert_eq!(log.trim(), format!("hello {i}"));
     }
+    ns.finish().await;
+}
+
+/// A container record left with an instance's id (a delete cut short, or a daemon
+/// whose state was reset) does not block the start when it is stopped; a running one
+/// is refused with the fix and left alone.
+#[tokio::test]
+async fn a_stale_container_with_the_same_id_is_replaced_but_a_running_one_is_not() {
+    let Some(sock) = socket() else { return };
+    let ns = Ns::new(&sock, "stale").await;
+    import_busybox(&ns.client, IMG).await;
+    let cg = CgroupV1::default();
+    let t = tempfile::tempdir().unwrap();
+    let spec = run_spec("again-1", IMG, &["/bin/exit3"], &t.path().join("a.log"));
+    ns.client.run(&spec, &cg).await.unwrap();
+    let exit = ns.client.wait("again-1", &cg).await.unwrap();
+    assert_eq!(exit.status, 3);
+    // Not deleted: the same id starts again (the stopped record is replaced).
+    ns.client.run(&spec, &cg).await.unwrap();
+    let exit = ns.client.wait("again-1", &cg).await.unwrap();
+    assert_eq!(exit.status, 3);
+    ns.client.delete("again-1", &cg).await.unwrap();
+
+    let sleeper = run_spec("busy-1", IMG, &["sleep", "300"], &t.path().join("b.log"));
+    let pid = ns.client.run(&sleeper, &cg).await.unwrap();
+    let e = ns.client.run(&sleeper, &cg).await.unwrap_err();
+    assert!(matches!(e, TaskError::AlreadyRunning { .. }), "{e}");
+    assert!(
+        e.to_string().contains("busy-1") && e.to_string().contains("c rm"),
+        "{e}"
+    );
+    assert_eq!(ns.client.state("busy-1").await.unwrap(), State::Running);
+    assert_eq!(ns.client.pids("busy-1").await.unwrap().first(), Some(&pid));
+    ns.client.delete("busy-1", &cg).await.unwrap();
     ns.finish().await;
 }
