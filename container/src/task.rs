@@ -87,11 +87,14 @@ pub enum TaskError {
     /// reset?); it is left alone.
     #[error(
         "container {id} is already running in containerd (left by an earlier run?); \
-         remove it with `ctr -n <namespace> task kill {id}` and `ctr -n <namespace> c rm {id}`"
+         remove it with `ctr -n {namespace} task kill -s KILL {id}`, \
+         `ctr -n {namespace} task rm {id}` and `ctr -n {namespace} c rm {id}`"
     )]
     AlreadyRunning {
         /// The container id.
         id: String,
+        /// Its containerd namespace.
+        namespace: String,
     },
     /// The log file's directory could not be made.
     #[error("log file {path}: {source}")]
@@ -351,7 +354,10 @@ impl Client {
             // daemon whose state dir was reset): a stopped one is removed, once.
             Err(e) if e.is_already_exists() => {
                 if matches!(self.state(id).await?, State::Running | State::Paused) {
-                    return Err(TaskError::AlreadyRunning { id: id.clone() });
+                    return Err(TaskError::AlreadyRunning {
+                        id: id.clone(),
+                        namespace: self.namespace().to_string(),
+                    });
                 }
                 tracing::warn!(container = %id, "removing a stopped container left with this id");
                 self.delete(id, cgroups).await?;

@@ -294,13 +294,11 @@ fn spawn_from_inside(
 fn spawn_then_attach(
     backend: &dyn CgroupBackend,
     path: &str,
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
 ) -> Result<std::process::Child, SpawnError> {
-    let child = cmd.spawn().map_err(SpawnError::Spawn)?;
-    match backend.attach(path, child.id(), false) {
-        Ok(()) => Ok(child),
-        Err(e) => Err(SpawnError::Cgroup(Some(child), chain(&e))),
-    }
+    crate::drivers::process::spawn_then_attach(cmd, |pid| {
+        backend.attach(path, pid, false).map_err(|e| chain(&e))
+    })
 }
 
 impl CgroupAttach for Attacher {

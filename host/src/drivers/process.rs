@@ -128,12 +128,20 @@ pub trait CgroupAttach: Send + Sync + std::fmt::Debug {
     /// Start `cmd` so that it ends up in `cgroup_path`. This default starts it and
     /// then moves it; an implementation may instead start it from a thread that is
     /// already there, so it is born in its cgroup and nothing has to move.
-    fn spawn_in(&self, cgroup_path: &str, mut cmd: Command) -> Result<Child, SpawnError> {
-        let child = cmd.spawn().map_err(SpawnError::Spawn)?;
-        match self.attach(cgroup_path, child.id()) {
-            Ok(()) => Ok(child),
-            Err(e) => Err(SpawnError::Cgroup(Some(child), e)),
-        }
+    fn spawn_in(&self, cgroup_path: &str, cmd: Command) -> Result<Child, SpawnError> {
+        spawn_then_attach(cmd, |pid| self.attach(cgroup_path, pid))
+    }
+}
+
+/// Start `cmd` where the caller is, then move the process with `attach`.
+pub fn spawn_then_attach(
+    mut cmd: Command,
+    attach: impl FnOnce(u32) -> Result<(), String>,
+) -> Result<Child, SpawnError> {
+    let child = cmd.spawn().map_err(SpawnError::Spawn)?;
+    match attach(child.id()) {
+        Ok(()) => Ok(child),
+        Err(e) => Err(SpawnError::Cgroup(Some(child), e)),
     }
 }
 
