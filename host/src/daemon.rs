@@ -330,6 +330,15 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), Dae
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700));
     }
+    // The run root (instances' run dirs) and the logs dir.
+    for sub in ["run", "logs"] {
+        std::fs::create_dir_all(cfg.state_dir.join(sub)).map_err(|e| {
+            DaemonError::Other(format!(
+                "cannot create {}: {e}",
+                cfg.state_dir.join(sub).display()
+            ))
+        })?;
+    }
     let store = Store::open(&cfg.state_dir.join("roost.redb"))?;
     let writer = Writer::spawn(store.clone());
     let events = EventBus::new(store.clone(), writer.clone())?;

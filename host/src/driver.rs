@@ -63,7 +63,8 @@ pub struct StartRequest {
     pub placement: Placement,
     /// File the driver appends the workload's output to.
     pub log_path: PathBuf,
-    /// A directory private to this instance (sockets, exit files); exists already.
+    /// A directory private to this instance (sockets, exit files); not made yet: a
+    /// driver that needs one creates it (`run/<name>.<instance>` under the state dir).
     pub run_dir: PathBuf,
 }
 

@@ -256,27 +256,32 @@ impl Supervisor {
             .join(format!("{name}.{instance}"))
     }
 
-    /// Remove the run directories of `name`'s instances below `below`, newest first,
-    /// until one is missing (older ones went at earlier exits).
+    /// Remove the run directories of `name`'s instances below `below`. Instances
+    /// need not have one (a driver makes it only when it needs it), so the run root
+    /// is listed rather than counted down.
     fn remove_run_dirs_below(&self, name: &str, below: u64) {
-        for n in (1..below).rev() {
-            let dir = self.run_dir(name, n);
-            if std::fs::remove_dir_all(&dir).is_err() && !dir.exists() {
-                break;
+        let Ok(entries) = std::fs::read_dir(self.cfg.state_dir.join("run")) else {
+            return;
+        };
+        let prefix = format!("{name}.");
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let n = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .and_then(|n| n.parse::<u64>().ok());
+            if n.is_some_and(|n| n < below) {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
 
-    /// Create an instance's run directory and the workload's log file. Idempotent
-    /// and cheap when they exist (the common case: `create` makes them while the
-    /// accept is being committed).
-    fn prepare_instance(&self, name: &str, instance: u64) -> std::io::Result<()> {
-        let dir = self.run_dir(name, instance);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(_) => std::fs::create_dir_all(&dir)?,
-        }
+    /// Create the workload's log file (and the logs dir). Idempotent and cheap when
+    /// it exists (the common case: `create` makes it while the accept is being
+    /// committed). An instance's run dir is made by the driver that needs one (the VM
+    /// monitor's socket and state; a mock's exit code), so a container's start
+    /// allocates no inode for it.
+    fn prepare_log(&self, name: &str) -> std::io::Result<()> {
         let log = self.log_path(name);
         let open = |p: &Path| {
             std::fs::OpenOptions::new()
@@ -347,16 +352,16 @@ impl Supervisor {
             created_at_ms: now_ms(),
         };
         // While the accept commits: the workload's cgroup (when admission left it to
-        // us) and the first instance's directory and log file (file creation costs as
-        // much as the commit here); start finds them in place. The directory is left
-        // behind if the commit fails: harmless, and reused.
+        // us) and its log file (file creation costs as much as the commit here);
+        // start finds them in place. The file is left behind if the commit fails:
+        // harmless, and reused.
         let prep = {
             let sup = Arc::clone(self);
             let name = name.clone();
             tokio::task::spawn_blocking(move || {
                 let set = setup.map_or(Ok(()), |f| f());
                 // A failure here shows again, with its reason, when the instance starts.
-                let _ = sup.prepare_instance(&name, 1);
+                let _ = sup.prepare_log(&name);
                 set
             })
         };
@@ -770,7 +775,7 @@ impl Actor {
         self.emit("starting", format!("starting instance {instance}"));
         let run_dir = self.sup.run_dir(&name, instance);
         let log_path = self.sup.log_path(&name);
-        let result = match self.sup.prepare_instance(&name, instance) {
+        let result = match self.sup.prepare_log(&name) {
             Ok(()) => {
                 let req = StartRequest {
                     id: InstanceId {
@@ -787,7 +792,7 @@ impl Actor {
             Err(e) => Err(DriverError::Op {
                 op: "start",
                 instance: format!("{name}-{instance}"),
-                reason: format!("cannot create the run dir: {e}"),
+                reason: format!("cannot create the log file: {e}"),
             }),
         };
         self.sup.counters.starts.fetch_add(1, Ordering::Relaxed);

@@ -32,9 +32,13 @@ impl Daemon {
 
     /// Start a daemon with extra flags.
     pub fn start_with(flags: &[&str]) -> Self {
+        // `ROOST_TEST_TMPDIR` puts state dirs on another filesystem (e.g. to compare
+        // file systems in `make bench-api`); /tmp by default, which keeps socket
+        // paths short.
+        let base = std::env::var_os("ROOST_TEST_TMPDIR").unwrap_or_else(|| "/tmp".into());
         let dir = tempfile::Builder::new()
             .prefix("roost-t")
-            .tempdir_in("/tmp")
+            .tempdir_in(base)
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

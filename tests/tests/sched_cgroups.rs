@@ -49,6 +49,16 @@ fn dedicated_workload_cpuset_reads_back() {
     assert_eq!(st.cpus, a.cpus, "cpuset.cpus");
     assert_eq!(st.mems, a.mems, "cpuset.mems");
     assert_eq!(st.memory_limit, Some(64 << 20));
+    // Taken out of load balancing before its CPUs were set (no domain rebuild);
+    // Roost's load-balanced parent still spans it.
+    let flag = |rel: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/cpuset/{rel}/cpuset.sched_load_balance"
+        ))
+        .unwrap()
+    };
+    assert_eq!(flag(&rel).trim(), "0", "{rel}");
+    assert_eq!(flag(&t.prefix).trim(), "1", "{}", t.prefix);
     assert!(st.tasks.contains(&pid), "tasks {:?} lack {pid}", st.tasks);
     let proc = rt::read_thread(Path::new("/proc"), pid, pid).unwrap();
     assert_eq!(

@@ -145,6 +145,10 @@ fn daemon_and_containerd_on_platform_cores_and_workloads_in_their_cgroups() {
             .trim()
             .to_string()
     };
+    // Born holding the pool (`cgroup.clone_children` on shared): nothing was
+    // written, so it is still load-balanced, as a cpuset made by mkdir is.
+    assert_eq!(cg("cpuset.cpus", "cpuset"), "1");
+    assert_eq!(cg("cpuset.sched_load_balance", "cpuset"), "1");
     assert_eq!(cg("cpu.shares", "cpu"), "256");
     assert_eq!(cg("cpu.cfs_quota_us", "cpu"), "25000");
     assert_eq!(

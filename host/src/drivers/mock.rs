@@ -107,25 +107,35 @@ impl MockDriver {
     }
 }
 
+/// `EXIT_FILE` from a mock's environment (`/proc/<pid>/environ`).
+fn exit_file_of(pid: i32) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"EXIT_FILE="))
+        .map(|v| PathBuf::from(std::ffi::OsStr::from_bytes(v)))
+}
+
 fn script(m: &MockSpec) -> String {
     let on_term = if m.ignore_stop {
         r#"echo "mock: ignoring the polite stop""#.to_string()
     } else {
-        r#"echo "mock: stopping"; kill $SLEEPER 2>/dev/null; echo 143 > "$EXIT_FILE"; exit 143"#
-            .to_string()
+        r#"echo "mock: stopping"; kill $SLEEPER 2>/dev/null; finish 143; exit 143"#.to_string()
     };
     let run = m
         .run_seconds
         .map(|s| s.to_string())
         .unwrap_or_else(|| "-1".into());
     format!(
-        r#"trap '{on_term}' TERM
+        r#"# The run dir is made only when there is an exit code to keep in it.
+finish() {{ [ -d "$RUN_DIR" ] || mkdir -p "$RUN_DIR"; echo "$1" > "$EXIT_FILE"; }}
+trap '{on_term}' TERM
 echo "mock $ROOST_INSTANCE started"
 i=0
 while :; do
   if [ {run} -ge 0 ] && [ $i -ge {run} ]; then
     echo "mock $ROOST_INSTANCE exiting with {code}"
-    echo {code} > "$EXIT_FILE"
+    finish {code}
     exit {code}
   fi
   echo "tick $i"
@@ -191,7 +201,10 @@ impl Driver for MockDriver {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("ROOST_INSTANCE", req.id.key())
             .env("EXIT_FILE", &exit_file)
-            .current_dir(&req.run_dir)
+            .env("RUN_DIR", &req.run_dir)
+            // Under the state dir (the run root), where the daemon's own workloads
+            // are found by tests and operators.
+            .current_dir(req.run_dir.parent().unwrap_or(Path::new("/")))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -286,13 +299,8 @@ impl Driver for MockDriver {
             };
             let exit_file = match known {
                 Some(k) if k.id == id => Self::data(k)?.exit_file,
-                _ => {
-                    // The run dir layout is the supervisor's: <state>/run/<name>/<n>/.
-                    // Read it back from the process's cwd.
-                    std::fs::read_link(format!("/proc/{}/cwd", proc.pid))
-                        .map(|p| p.join("exit"))
-                        .unwrap_or_default()
-                }
+                // Read it back from the process's environment.
+                _ => exit_file_of(proc.pid).unwrap_or_default(),
             };
             let data =
                 serde_json::to_value(Data { proc, exit_file }).map_err(|e| DriverError::Op {

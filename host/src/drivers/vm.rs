@@ -233,6 +233,8 @@ impl Driver for VmDriver {
             instance: req.id.key(),
             reason,
         };
+        std::fs::create_dir_all(&req.run_dir)
+            .map_err(|e| op(format!("create the run dir {}: {e}", req.run_dir.display())))?;
         let sock = req.run_dir.join(SOCK);
         let state_file = req.run_dir.join(STATE);
         let _ = std::fs::remove_file(&sock);

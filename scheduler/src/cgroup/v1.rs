@@ -98,6 +98,39 @@ impl V1 {
         write(&d.join("cpuset.mems"), &list(mems))
     }
 
+    /// A workload's cpuset. Writing `cpuset.cpus` of a load-balanced cpuset makes the
+    /// kernel rebuild every scheduling domain and check the value against each
+    /// sibling (a tenth of the daemon's CPU per create in a `make bench-api` profile,
+    /// with 1,000 shared siblings). So: a shared workload's cpuset is born holding the
+    /// pool (`cgroup.clone_children` on `shared`) and nothing is written; any other
+    /// is taken out of load balancing while its CPUs are still empty, then set. That
+    /// flag changes no scheduling: Roost's own cpuset, a load-balanced parent,
+    /// spans all of its CPUs as one domain.
+    fn set_workload_cpuset(
+        &self,
+        rel: &str,
+        cpus: &CpuSet,
+        mems: &CpuSet,
+    ) -> Result<(), CgroupError> {
+        let d = self.cpuset.join(rel);
+        mkdir(&d)?;
+        let now = |f: &str| {
+            std::fs::read_to_string(d.join(f))
+                .ok()
+                .and_then(|v| CpuSet::parse(&v).ok())
+                .unwrap_or_default()
+        };
+        let have = now("cpuset.cpus");
+        if have == *cpus && now("cpuset.mems") == *mems {
+            return Ok(());
+        }
+        if have.is_empty() {
+            write(&d.join("cpuset.sched_load_balance"), "0")?;
+        }
+        write(&d.join("cpuset.cpus"), &list(cpus))?;
+        write(&d.join("cpuset.mems"), &list(mems))
+    }
+
     /// Budget of one cpu cgroup: period first (only when it changes), then runtime.
     fn set_rt(&self, rel: &str, runtime: u64, period: u64) -> Result<(), CgroupError> {
         if !self.has_rt_groups() {
@@ -195,6 +228,13 @@ impl CgroupBackend for V1 {
         self.set_cpuset(&self.rel(&["dedicated"]), &tree.dedicated, &tree.mems)?;
         self.set_cpuset(&self.rel(&["rt"]), &tree.isolated, &tree.mems)?;
         mkdir(&self.cpuset.join(self.rel(&["shared"])))?;
+        // Shared workloads' cpusets are born with the pool's CPUs and nodes.
+        write(
+            &self
+                .cpuset
+                .join(self.rel(&["shared", "cgroup.clone_children"])),
+            "1",
+        )?;
         write(
             &self.cpuset.join(self.rel(&["shared", "cpuset.mems"])),
             &list(&tree.mems),
@@ -233,7 +273,7 @@ impl CgroupBackend for V1 {
         } else {
             g.mems.clone()
         };
-        self.set_cpuset(&rel, &g.cpus, &mems)?;
+        self.set_workload_cpuset(&rel, &g.cpus, &mems)?;
 
         let cpu = self.cpu.join(&rel);
         mkdir(&cpu)?;
@@ -243,7 +283,17 @@ impl CgroupBackend for V1 {
                     &cpu.join("cpu.shares"),
                     &shares_for(g.millicores).to_string(),
                 )?;
-                write(&cpu.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+                // Every period or quota write checks the whole task-group tree; a
+                // new cgroup already has the default period.
+                let period = cpu.join("cpu.cfs_period_us");
+                if std::fs::read_to_string(&period)
+                    .ok()
+                    .as_deref()
+                    .map(str::trim)
+                    != Some(CFS_PERIOD_US.to_string().as_str())
+                {
+                    write(&period, &CFS_PERIOD_US.to_string())?;
+                }
                 let quota = quota_for(g.millicores).map_or("-1".to_string(), |q| q.to_string());
                 write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
             }
@@ -490,6 +540,9 @@ mod tests {
             .apply(&WorkloadGroup::new("ctl", &a, &CpuSet::new()))
             .unwrap();
         assert_eq!(rel, "roost/rt/ctl");
+        // Out of load balancing before its CPUs are set: no domain rebuild.
+        assert_eq!(rd("cpuset/roost/rt/ctl/cpuset.sched_load_balance"), "0");
+        assert_eq!(rd("cpuset/roost/shared/cgroup.clone_children"), "1");
         let st = v.read(&rel).unwrap();
         assert_eq!(st.cpus.to_string(), "3");
         assert_eq!(st.rt_runtime_us, Some(300_000));
@@ -514,6 +567,17 @@ mod tests {
         assert_eq!(st.cpu_weight, Some(512));
         assert_eq!(st.cpu_quota_us, Some(50_000));
         assert_eq!(st.memory_limit, None);
+
+        // A shared cpuset the kernel made holding the pool (clone_children) is
+        // left as it is.
+        let born = dir.path().join("cpuset/roost/shared/api");
+        std::fs::create_dir_all(&born).unwrap();
+        std::fs::write(born.join("cpuset.cpus"), "1-2\n").unwrap();
+        std::fs::write(born.join("cpuset.mems"), "0\n").unwrap();
+        v.apply(&WorkloadGroup::new("api", &s, &tree().shared))
+            .unwrap();
+        assert!(!born.join("cpuset.sched_load_balance").exists());
+        assert_eq!(rd("cpuset/roost/shared/api/cpuset.cpus"), "1-2\n");
 
         v.set_shared_cpus(&CpuSet::parse("1").unwrap(), &["web".to_string()])
             .unwrap();

@@ -29,6 +29,24 @@ fn rss_mib(pid: u32) -> f64 {
     kb / 1024.0
 }
 
+/// CPU time (ns) of every thread of `pid`, by thread name, from schedstat.
+fn thread_cpu(pid: u32) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in dir.flatten() {
+        let p = t.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let ns: u64 = std::fs::read_to_string(p.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0);
+        *out.entry(comm.trim().to_string()).or_default() += ns;
+    }
+    out
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_N")
         .ok()
@@ -84,6 +102,7 @@ fn main() {
     let mut lat = Vec::with_capacity(n);
     let mut post = Vec::with_capacity(n);
     let mut done: HashMap<String, Instant> = HashMap::new();
+    let cpu_before = thread_cpu(pid);
     let start_all = Instant::now();
     for i in 0..n {
         let name = format!("b{i:04}");
@@ -103,6 +122,7 @@ fn main() {
         lat.push((done[&name] - t0).as_secs_f64() * 1000.0);
     }
     let total = start_all.elapsed();
+    let cpu_after = thread_cpu(pid);
     std::thread::sleep(Duration::from_secs(2));
     let rss_full = rss_mib(pid);
     let (_, list) = d.api("GET", "/v1/workloads", None);
@@ -158,6 +178,21 @@ fn main() {
         total.as_secs_f64()
     );
     println!("{:<34} {:>10}", "workloads running at the end", running);
+    // Where the daemon's CPU went during the creates, per create, by thread name.
+    let mut per: Vec<(String, f64)> = cpu_after
+        .iter()
+        .map(|(k, v)| {
+            let b = cpu_before.get(k).copied().unwrap_or(0);
+            (k.clone(), v.saturating_sub(b) as f64 / 1e6 / n as f64)
+        })
+        .filter(|(_, ms)| *ms >= 0.001)
+        .collect();
+    per.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    let cpu_total: f64 = per.iter().map(|(_, ms)| ms).sum();
+    println!("{:<34} {:>10.3}", "daemon CPU per create (ms)", cpu_total);
+    for (name, ms) in &per {
+        println!("{:<34} {:>10.3}", format!("  thread {name}"), ms);
+    }
     println!("{:<34} {:>10.1}", "daemon RSS empty (MiB)", rss_empty);
     println!(
         "{:<34} {:>10.1}",
