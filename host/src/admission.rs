@@ -56,6 +56,8 @@ pub trait Admission: Send + 'static {
     }
     /// Free what `name` holds (no-op if nothing).
     fn release(&mut self, name: &str);
+    /// Whether `name` holds an allocation.
+    fn holds(&self, name: &str) -> bool;
     /// After a restart: take back allocations read from the store, as they were.
     fn restore(&mut self, name: &str, placement: &Placement) -> Result<(), Refusal>;
     /// Capacity and allocations now.
@@ -174,6 +176,10 @@ impl Admission for CapacityCheck {
 
     fn release(&mut self, name: &str) {
         self.held.remove(name);
+    }
+
+    fn holds(&self, name: &str) -> bool {
+        self.held.contains_key(name)
     }
 
     fn restore(&mut self, name: &str, placement: &Placement) -> Result<(), Refusal> {

@@ -527,6 +527,10 @@ impl Admission for SchedAdmission {
         self.sync_pm_qos();
     }
 
+    fn holds(&self, name: &str) -> bool {
+        self.sched.get(name).is_some()
+    }
+
     fn restore(&mut self, name: &str, placement: &Placement) -> Result<(), Refusal> {
         let a = allocation_of(placement, self.sched.plan().rt_period_us)?;
         self.sched.restore(name, &a).map_err(|e| Refusal {

@@ -319,7 +319,10 @@ impl Supervisor {
     pub async fn create(self: &Arc<Self>, w: Workload) -> Result<WorkloadRecord, SupervisorError> {
         let name = w.metadata.name.clone();
         {
-            let exists = self.get(&name).is_ok();
+            // A name that still holds an allocation is taken too (its record may be
+            // on its way out): admitting it would hand back that allocation, and a
+            // failed create would then free what the other one holds.
+            let exists = self.get(&name).is_ok() || lock(&self.admission).holds(&name);
             let mut res = lock(&self.reserved);
             if exists || !res.insert(name.clone()) {
                 return Err(SupervisorError::Conflict(name));
