@@ -11,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 /// mistaken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcId {
-    /// Process id (also the process-group id: workloads run in their own session).
+    /// Process id (also the process-group id: workloads run in their own group).
     pub pid: i32,
     /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
     pub start_time: u64,
@@ -45,8 +45,7 @@ impl ProcId {
     pub fn signal_group(&self, sig: i32) {
         if self.alive() {
             // SAFETY: kill(2) with a negative pid signals a process group; it touches
-            // no memory of ours. The group is the workload's own session (setsid at
-            // spawn), checked alive by pid and start time just above.
+            // no memory of ours. The group is the workload's own (made at spawn), checked alive by pid and start time just above.
             unsafe {
                 libc::kill(-self.pid, sig);
             }

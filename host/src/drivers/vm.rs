@@ -1,5 +1,5 @@
-//! The VM driver: each instance is one `roost vmm --api-sock` process (its own session,
-//! so it outlives a daemon restart), configured and started through its HTTP API on a
+//! The VM driver: each instance is one `roost vmm --api-sock` process (its own process
+//! group, so it outlives a daemon restart), configured and started through its HTTP API on a
 //! Unix socket in the instance's run dir. The guest's serial console is the process's
 //! stdout, appended to the instance log. The monitor writes how the VM ended
 //! (`shutdown`, `crashed`, `stopped`) to `vmm-state.json` in the run dir before it exits,
@@ -258,17 +258,10 @@ impl Driver for VmDriver {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
-        // SAFETY: setsid() is async-signal-safe and touches no memory; it runs in the
-        // child between fork and exec so the monitor is its own session and survives
-        // (and is not signalled by) a daemon restart.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // Its own process group: a Ctrl-C at the daemon's terminal and a daemon
+        // restart do not reach it, and stop signals the whole group. (No pre_exec
+        // hook, so std can use posix_spawn instead of forking the daemon.)
+        cmd.process_group(0);
         // Born in its workload's cgroup (nothing to move afterwards).
         let child = match spawn_placed(self.cgroups.as_ref(), &req.placement, cmd) {
             Ok(c) => c,
