@@ -954,6 +954,39 @@ impl Actor {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_name_that_still_holds_an_allocation_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("roost.redb")).unwrap();
+        let writer = Writer::spawn(store.clone());
+        let events = EventBus::new(store, writer.clone()).unwrap();
+        let w = crate::validate::parse_workload(
+            "apiVersion: roost.dev/v1\nkind: Workload\nmetadata: {name: held}\n\
+             spec: {driver: mock, mock: {}, resources: {cpu: 500m}}\n",
+        )
+        .unwrap();
+        // An allocation with no record (the state a half-finished removal or a
+        // store that disagrees with the cache leaves).
+        let mut adm = crate::admission::CapacityCheck::new(2, 1024);
+        adm.admit("held", &w.spec).unwrap();
+        let sup = Supervisor::new(
+            SupervisorConfig::new(dir.path().to_path_buf()),
+            vec![Arc::new(crate::drivers::mock::MockDriver::new(dir.path()))],
+            HashMap::new(),
+            Box::new(adm),
+            writer,
+            events,
+        );
+        let e = sup.create(w).await.unwrap_err();
+        assert!(
+            matches!(&e, SupervisorError::Conflict(n) if n == "held"),
+            "{e}"
+        );
+        // Refused before admission: what the name holds is still held.
+        assert!(lock(&sup.admission).holds("held"));
+        assert!(sup.list().is_empty());
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         let b = Duration::from_millis(100);
