@@ -45,7 +45,8 @@ impl ProcId {
     pub fn signal_group(&self, sig: i32) {
         if self.alive() {
             // SAFETY: kill(2) with a negative pid signals a process group; it touches
-            // no memory of ours. The group is the workload's own (made at spawn), checked alive by pid and start time just above.
+            // no memory of ours. The group is the workload's own (made at spawn),
+            // checked alive by pid and start time just above.
             unsafe {
                 libc::kill(-self.pid, sig);
             }
