@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Totals now, for `GET /v1/host` and for tests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     /// CPUs shared workloads run on now (the shared pool minus dedicated CPUs).
@@ -46,6 +46,10 @@ pub struct Scheduler {
     /// Each node's share of the allocatable memory.
     node_allocatable: BTreeMap<u32, u64>,
     held: BTreeMap<String, Allocation>,
+    /// The sums over `held`, kept as it changes (a host holds thousands; summing
+    /// them for every admit showed in the daemon's profile). `shared_cpus` and
+    /// `shared_capacity_millicores` are filled in by [`Scheduler::usage`].
+    totals: Usage,
 }
 
 /// Workload names become cgroup directory names.
@@ -76,6 +80,43 @@ impl Scheduler {
             node_allocatable: plan.node_memory_allocatable_mib(),
             plan,
             held: BTreeMap::new(),
+            totals: Usage::default(),
+        }
+    }
+
+    /// Add (`add`) or take away an allocation from the running totals. Dedicated
+    /// and real-time CPUs are never shared, so a release can take its CPUs out.
+    fn account(&mut self, a: &Allocation, add: bool) {
+        let t = &mut self.totals;
+        let op = |v: &mut u64, by: u64| {
+            *v = if add {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            }
+        };
+        match a.class {
+            Class::Shared => {
+                op(&mut t.shared_held_millicores, u64::from(a.millicores));
+                t.shared_workloads = if add {
+                    t.shared_workloads + 1
+                } else {
+                    t.shared_workloads.saturating_sub(1)
+                };
+            }
+            Class::Dedicated if add => t.dedicated_cpus.extend(a.cpus.iter()),
+            Class::Dedicated => t.dedicated_cpus = t.dedicated_cpus.difference(&a.cpus),
+            Class::Rt if add => t.rt_cpus.extend(a.cpus.iter()),
+            Class::Rt => t.rt_cpus = t.rt_cpus.difference(&a.cpus),
+        }
+        op(&mut t.rt_budget_held_us, a.rt.map_or(0, |r| r.budget_us));
+        op(&mut t.memory_held_mib, a.memory_mib);
+        for (node, mib) in a.node_memory() {
+            let e = t.node_memory_held_mib.entry(node).or_default();
+            op(e, mib);
+            if *e == 0 {
+                t.node_memory_held_mib.remove(&node);
+            }
         }
     }
 
@@ -112,17 +153,17 @@ impl Scheduler {
 
     /// Totals now.
     pub fn usage(&self) -> Usage {
-        let mut u = Usage {
-            shared_cpus: CpuSet::new(),
-            shared_capacity_millicores: 0,
-            shared_held_millicores: 0,
-            dedicated_cpus: CpuSet::new(),
-            rt_cpus: CpuSet::new(),
-            rt_budget_held_us: 0,
-            memory_held_mib: 0,
-            node_memory_held_mib: BTreeMap::new(),
-            shared_workloads: 0,
-        };
+        let mut u = self.totals.clone();
+        u.shared_cpus = self.plan.shared_pool().difference(&u.dedicated_cpus);
+        u.shared_capacity_millicores = u.shared_cpus.len() as u64 * 1000;
+        u
+    }
+
+    /// [`Scheduler::usage`] summed afresh over every allocation (tests check that
+    /// the running totals agree with it).
+    #[cfg(test)]
+    pub(crate) fn usage_summed(&self) -> Usage {
+        let mut u = Usage::default();
         for a in self.held.values() {
             match a.class {
                 Class::Shared => {
@@ -138,6 +179,7 @@ impl Scheduler {
                 *u.node_memory_held_mib.entry(node).or_default() += mib;
             }
         }
+        u.node_memory_held_mib.retain(|_, mib| *mib > 0);
         u.shared_cpus = self.plan.shared_pool().difference(&u.dedicated_cpus);
         u.shared_capacity_millicores = u.shared_cpus.len() as u64 * 1000;
         u
@@ -164,6 +206,7 @@ impl Scheduler {
             memory_mib = a.memory_mib,
             "admitted"
         );
+        self.account(&a, true);
         self.held.insert(name.to_string(), a.clone());
         Ok(a)
     }
@@ -171,7 +214,8 @@ impl Scheduler {
     /// Free what `name` holds.
     pub fn release(&mut self, name: &str) -> Option<Allocation> {
         let a = self.held.remove(name);
-        if a.is_some() {
+        if let Some(a) = &a {
+            self.account(a, false);
             tracing::info!(workload = %name, "released");
         }
         a
@@ -272,6 +316,7 @@ impl Scheduler {
                 )));
             }
         }
+        self.account(a, true);
         self.held.insert(name.to_string(), a.clone());
         tracing::info!(workload = %name, class = ?a.class, cpus = %a.cpus, "restored");
         Ok(())

@@ -180,6 +180,8 @@ fn node_held<'a>(held: impl IntoIterator<Item = &'a Allocation>) -> BTreeMap<u32
             }
         }
     }
+    // Nodes holding nothing are not listed.
+    m.retain(|_, mib| *mib > 0);
     m
 }
 
@@ -298,6 +300,8 @@ fn oracle(plan: &HostPlan, held: &[&Allocation], req: &Request) -> (bool, bool) 
 }
 
 fn check_invariants(s: &Scheduler) {
+    // The running totals agree with a sum over every allocation.
+    assert_eq!(s.usage(), s.usage_summed());
     let plan = s.plan();
     let mut seen = CpuSet::new();
     let mut mem = 0;

@@ -135,20 +135,23 @@ fn daemon_and_containerd_on_platform_cores_and_workloads_in_their_cgroups() {
     );
     let pid = pid.unwrap();
     let want = format!("/{prefix}/shared/placed");
-    for c in ["cpuset", "cpu", "memory"] {
+    for c in ["cpu", "memory"] {
         assert_eq!(cgroup_of(pid, c), want, "controller {c}");
     }
+    // A shared workload runs in the pool's cpuset; it has none of its own.
+    let pool = format!("/{prefix}/shared");
+    assert_eq!(cgroup_of(pid, "cpuset"), pool);
+    assert!(!Path::new(&format!("/sys/fs/cgroup/cpuset{want}")).exists());
     assert_eq!(status_field(pid, "Cpus_allowed_list:"), "1");
-    let cg = |f: &str, c: &str| {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/{c}{want}/{f}"))
+    let cg = |f: &str, c: &str, at: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{c}{at}/{f}"))
             .unwrap()
             .trim()
             .to_string()
     };
-    // Born holding the pool (`cgroup.clone_children` on shared): nothing was
-    // written, so it is still load-balanced, as a cpuset made by mkdir is.
-    assert_eq!(cg("cpuset.cpus", "cpuset"), "1");
-    assert_eq!(cg("cpuset.sched_load_balance", "cpuset"), "1");
+    assert_eq!(cg("cpuset.cpus", "cpuset", &pool), "1");
+    assert_eq!(cg("cpuset.sched_load_balance", "cpuset", &pool), "1");
+    let cg = |f: &str, c: &str| cg(f, c, &want);
     assert_eq!(cg("cpu.shares", "cpu"), "256");
     assert_eq!(cg("cpu.cfs_quota_us", "cpu"), "25000");
     assert_eq!(
@@ -180,9 +183,14 @@ fn daemon_and_containerd_on_platform_cores_and_workloads_in_their_cgroups() {
     );
     let mpid = mpid.unwrap();
     let want = format!("/{prefix}/shared/vm");
-    for c in ["cpuset", "cpu", "memory"] {
+    for c in ["cpu", "memory"] {
         assert_eq!(cgroup_of(mpid, c), want, "monitor, controller {c}");
     }
+    assert_eq!(
+        cgroup_of(mpid, "cpuset"),
+        pool,
+        "monitor, controller cpuset"
+    );
     // Guest memory plus the monitor's overhead allowance.
     let (_, v): (u16, Value) = d.api("GET", "/v1/workloads/vm", None);
     assert_eq!(v["placement"]["memoryMib"], 32 + 32, "{v}");

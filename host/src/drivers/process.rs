@@ -55,23 +55,22 @@ impl ProcId {
 
     /// Resolve when the process has ended (pidfd readiness; polling as a fallback).
     pub async fn exited(&self) {
-        if !self.alive() {
-            return;
-        }
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no
         // pointers are passed.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        // Checked after the pidfd is open: it then refers to this very process (a
+        // pid recycled before the open fails the start-time check). A pid that is
+        // gone fails the open and ends in the loop below at once.
         if fd >= 0 && self.alive() {
             // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
             let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
             // SAFETY: `owned` is a valid open pidfd that the AsyncFd owns until it is
             // dropped; OwnedFd::as_raw_fd always returns that same fd.
             if let Ok(afd) = unsafe { AsyncFd::register(owned) } {
-                if self.alive() {
-                    // A pidfd becomes readable once the process has terminated.
-                    if let Ok(mut g) = afd.readable().await {
-                        g.clear_ready();
-                    }
+                // A pidfd becomes readable once the process has terminated (also when
+                // that happened before this wait).
+                if let Ok(mut g) = afd.readable().await {
+                    g.clear_ready();
                 }
                 reap(self.pid);
                 return;

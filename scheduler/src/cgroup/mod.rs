@@ -275,9 +275,15 @@ pub(crate) fn read_file(path: &Path) -> Result<String, CgroupError> {
 }
 
 pub(crate) fn mkdir(path: &Path) -> Result<(), CgroupError> {
+    mkdir_new(path).map(|_| ())
+}
+
+/// Like [`mkdir`]; says whether the directory is new (a new cgroup holds the
+/// kernel's defaults, so writing them again can be skipped).
+pub(crate) fn mkdir_new(path: &Path) -> Result<bool, CgroupError> {
     match std::fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(source) => Err(CgroupError::Io {
             op: "mkdir",
             path: path.to_path_buf(),

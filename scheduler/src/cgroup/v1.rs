@@ -2,8 +2,8 @@
 //! budgets under `CONFIG_RT_GROUP_SCHED`.
 
 use super::{
-    mkdir, mounts, quota_for, read_file, rmdir, shares_for, write, CgroupBackend, CgroupError,
-    CgroupState, Tree, WorkloadGroup, CFS_PERIOD_US,
+    mkdir, mkdir_new, mounts, quota_for, read_file, rmdir, shares_for, write, CgroupBackend,
+    CgroupError, CgroupState, Tree, WorkloadGroup, CFS_PERIOD_US,
 };
 use crate::request::Class;
 use roost_host_config::CpuSet;
@@ -98,14 +98,13 @@ impl V1 {
         write(&d.join("cpuset.mems"), &list(mems))
     }
 
-    /// A workload's cpuset. Writing `cpuset.cpus` of a load-balanced cpuset makes the
-    /// kernel rebuild every scheduling domain and check the value against each
-    /// sibling (a tenth of the daemon's CPU per create in a `make bench-api` profile,
-    /// with 1,000 shared siblings). So: a shared workload's cpuset is born holding the
-    /// pool (`cgroup.clone_children` on `shared`) and nothing is written; any other
-    /// is taken out of load balancing while its CPUs are still empty, then set. That
-    /// flag changes no scheduling: Roost's own cpuset, a load-balanced parent,
-    /// spans all of its CPUs as one domain.
+    /// A dedicated or real-time workload's cpuset. Writing `cpuset.cpus` of a
+    /// load-balanced cpuset makes the kernel rebuild every scheduling domain and
+    /// check the value against each sibling. So the cpuset is taken out of load
+    /// balancing while its CPUs are still empty, then set (and left alone when the
+    /// kernel made it holding them already). That flag changes no scheduling:
+    /// Roost's own cpuset, a load-balanced parent, spans all of its CPUs as one
+    /// domain.
     fn set_workload_cpuset(
         &self,
         rel: &str,
@@ -192,6 +191,20 @@ impl V1 {
         names
     }
 
+    /// The cpuset a cgroup's tasks go to. A shared workload has no cpuset of its
+    /// own: it runs in `shared`, the pool, as every shared workload does (its cpu
+    /// and memory cgroups are its own). A cpuset per shared workload would only copy
+    /// the pool, and each one costs the kernel a walk over all its siblings when it
+    /// is made (`cpuset_css_online`, a tenth of the daemon's CPU per create in a
+    /// `make bench-api` profile with 1,000 of them) and a write each time the pool
+    /// changes. A runtime that makes one itself (runc does) gets the pool too.
+    fn cpuset_rel<'a>(&self, rel: &'a str) -> &'a str {
+        match rel.rsplit_once('/') {
+            Some((parent, name)) if !name.is_empty() && parent == self.rel(&["shared"]) => parent,
+            _ => rel,
+        }
+    }
+
     fn controllers(&self) -> Vec<&Path> {
         let mut v: Vec<&Path> = vec![&self.cpuset, &self.cpu, &self.memory];
         v.extend(self.others.iter().map(PathBuf::as_path));
@@ -228,7 +241,8 @@ impl CgroupBackend for V1 {
         self.set_cpuset(&self.rel(&["dedicated"]), &tree.dedicated, &tree.mems)?;
         self.set_cpuset(&self.rel(&["rt"]), &tree.isolated, &tree.mems)?;
         mkdir(&self.cpuset.join(self.rel(&["shared"])))?;
-        // Shared workloads' cpusets are born with the pool's CPUs and nodes.
+        // Shared workloads run in this cpuset itself (see `cpuset_rel`); one a
+        // runtime makes below it is born with the pool's CPUs and nodes.
         write(
             &self
                 .cpuset
@@ -267,40 +281,49 @@ impl CgroupBackend for V1 {
 
     fn apply(&self, g: &WorkloadGroup) -> Result<String, CgroupError> {
         let rel = self.rel(&[g.class.dir(), &g.name]);
-        let mems = if g.mems.is_empty() {
-            let parent = self.cpuset.join(self.rel(&[g.class.dir(), "cpuset.mems"]));
-            CpuSet::parse(&read_file(&parent)?).unwrap_or_default()
-        } else {
-            g.mems.clone()
-        };
-        self.set_workload_cpuset(&rel, &g.cpus, &mems)?;
+        if g.class != Class::Shared {
+            let mems = if g.mems.is_empty() {
+                let parent = self.cpuset.join(self.rel(&[g.class.dir(), "cpuset.mems"]));
+                CpuSet::parse(&read_file(&parent)?).unwrap_or_default()
+            } else {
+                g.mems.clone()
+            };
+            self.set_workload_cpuset(&rel, &g.cpus, &mems)?;
+        }
 
         let cpu = self.cpu.join(&rel);
-        mkdir(&cpu)?;
+        // A new cgroup holds the kernel's defaults (the 100 ms period, no quota, no
+        // memory limit): those are not written again. Every period or quota write
+        // walks the whole task-group tree.
+        let fresh = mkdir_new(&cpu)?;
         match g.class {
             Class::Shared => {
                 write(
                     &cpu.join("cpu.shares"),
                     &shares_for(g.millicores).to_string(),
                 )?;
-                // Every period or quota write checks the whole task-group tree; a
-                // new cgroup already has the default period.
                 let period = cpu.join("cpu.cfs_period_us");
-                if std::fs::read_to_string(&period)
-                    .ok()
-                    .as_deref()
-                    .map(str::trim)
-                    != Some(CFS_PERIOD_US.to_string().as_str())
+                if !fresh
+                    && std::fs::read_to_string(&period)
+                        .ok()
+                        .as_deref()
+                        .map(str::trim)
+                        != Some(CFS_PERIOD_US.to_string().as_str())
                 {
                     write(&period, &CFS_PERIOD_US.to_string())?;
                 }
-                let quota = quota_for(g.millicores).map_or("-1".to_string(), |q| q.to_string());
-                write(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+                match quota_for(g.millicores) {
+                    Some(q) => write(&cpu.join("cpu.cfs_quota_us"), &q.to_string())?,
+                    None if !fresh => write(&cpu.join("cpu.cfs_quota_us"), "-1")?,
+                    None => {}
+                }
             }
             Class::Dedicated => {
                 let shares = (g.cpus.len() as u64 * 1024).max(2);
                 write(&cpu.join("cpu.shares"), &shares.to_string())?;
-                write(&cpu.join("cpu.cfs_quota_us"), "-1")?;
+                if !fresh {
+                    write(&cpu.join("cpu.cfs_quota_us"), "-1")?;
+                }
             }
             Class::Rt => {
                 if let Some((runtime, period)) = g.rt_budget {
@@ -316,13 +339,15 @@ impl CgroupBackend for V1 {
         }
 
         let mem = self.memory.join(&rel);
-        mkdir(&mem)?;
-        let limit = if g.memory_mib > 0 {
-            (g.memory_mib * 1024 * 1024).to_string()
-        } else {
-            "-1".to_string()
-        };
-        write(&mem.join("memory.limit_in_bytes"), &limit)?;
+        let fresh = mkdir_new(&mem)?;
+        if g.memory_mib > 0 {
+            write(
+                &mem.join("memory.limit_in_bytes"),
+                &(g.memory_mib * 1024 * 1024).to_string(),
+            )?;
+        } else if !fresh {
+            write(&mem.join("memory.limit_in_bytes"), "-1")?;
+        }
         tracing::info!(
             workload = %g.name,
             cgroup = %rel,
@@ -354,9 +379,11 @@ impl CgroupBackend for V1 {
         let file = if thread { "tasks" } else { "cgroup.procs" };
         // cpuset first so the task never runs outside its CPUs inside its budget;
         // memory is per process, so a lone thread stays where its process is.
-        for ctrl in [&self.cpuset, &self.cpu] {
-            write(&ctrl.join(rel).join(file), &id.to_string())?;
-        }
+        write(
+            &self.cpuset.join(self.cpuset_rel(rel)).join(file),
+            &id.to_string(),
+        )?;
+        write(&self.cpu.join(rel).join(file), &id.to_string())?;
         if !thread {
             write(&self.memory.join(rel).join(file), &id.to_string())?;
         }
@@ -367,10 +394,21 @@ impl CgroupBackend for V1 {
     fn enter_self(&self, rel: &str) -> Result<bool, CgroupError> {
         // `0` in `tasks` is the calling thread: the kernel moves it without taking
         // the process-wide threadgroup lock that a `cgroup.procs` move takes (whose
-        // RCU grace period cost 13-90 ms now and then on this host). cpuset first,
-        // so it never runs outside its CPUs inside its budget.
-        for ctrl in [&self.cpuset, &self.memory, &self.cpu] {
+        // RCU grace period cost 13-90 ms now and then on this host). cpuset last:
+        // that write moves the thread onto the workload's CPUs, where it then
+        // waits its turn among the workloads; the other two are done first, where
+        // it is. (It is not real-time, so the cpu group's budget does not bind it.)
+        // Going back to the platform cgroup, cpuset first, to leave those CPUs at once.
+        let cpuset = self.cpuset.join(self.cpuset_rel(rel)).join("tasks");
+        let home = rel == self.rel(&["platform"]);
+        if home {
+            write(&cpuset, "0")?;
+        }
+        for ctrl in [&self.memory, &self.cpu] {
             write(&ctrl.join(rel).join("tasks"), "0")?;
+        }
+        if !home {
+            write(&cpuset, "0")?;
         }
         Ok(true)
     }
@@ -449,7 +487,13 @@ impl CgroupBackend for V1 {
     }
 
     fn read(&self, rel: &str) -> Result<CgroupState, CgroupError> {
-        let cs = self.cpuset.join(rel);
+        // A shared workload's own cpuset, if a runtime made one; else the pool.
+        let own = self.cpuset.join(rel);
+        let cs = if own.exists() {
+            own
+        } else {
+            self.cpuset.join(self.cpuset_rel(rel))
+        };
         let cpu = self.cpu.join(rel);
         let mem = self.memory.join(rel);
         let num = |p: PathBuf| -> Option<i64> {
@@ -561,15 +605,22 @@ mod tests {
         let rel = v
             .apply(&WorkloadGroup::new("web", &s, &tree().shared))
             .unwrap();
+        // No cpuset of its own: it runs in the pool's.
+        assert!(!dir.path().join("cpuset/roost/shared/web").exists());
+        assert!(dir.path().join("cpu/roost/shared/web").exists());
         let st = v.read(&rel).unwrap();
         assert_eq!(st.cpus.to_string(), "1-2");
         assert_eq!(st.mems.to_string(), "0");
+        v.attach(&rel, 42, false).unwrap();
+        assert_eq!(rd("cpuset/roost/shared/cgroup.procs"), "42");
+        assert_eq!(rd("cpu/roost/shared/web/cgroup.procs"), "42");
+        assert_eq!(rd("memory/roost/shared/web/cgroup.procs"), "42");
         assert_eq!(st.cpu_weight, Some(512));
         assert_eq!(st.cpu_quota_us, Some(50_000));
         assert_eq!(st.memory_limit, None);
 
-        // A shared cpuset the kernel made holding the pool (clone_children) is
-        // left as it is.
+        // A shared cpuset a runtime made, born holding the pool (clone_children),
+        // is left as it is.
         let born = dir.path().join("cpuset/roost/shared/api");
         std::fs::create_dir_all(&born).unwrap();
         std::fs::write(born.join("cpuset.cpus"), "1-2\n").unwrap();
@@ -579,10 +630,14 @@ mod tests {
         assert!(!born.join("cpuset.sched_load_balance").exists());
         assert_eq!(rd("cpuset/roost/shared/api/cpuset.cpus"), "1-2\n");
 
-        v.set_shared_cpus(&CpuSet::parse("1").unwrap(), &["web".to_string()])
-            .unwrap();
-        assert_eq!(rd("cpuset/roost/shared/web/cpuset.cpus"), "1");
+        v.set_shared_cpus(
+            &CpuSet::parse("1").unwrap(),
+            &["web".to_string(), "api".to_string()],
+        )
+        .unwrap();
+        assert_eq!(rd("cpuset/roost/shared/api/cpuset.cpus"), "1");
         assert_eq!(rd("cpuset/roost/shared/cpuset.cpus"), "1");
+        assert_eq!(v.read(&rel).unwrap().cpus.to_string(), "1");
 
         v.remove(Class::Rt, "ctl").unwrap();
         assert!(!dir.path().join("cpu/roost/rt/ctl").exists());
@@ -603,6 +658,19 @@ mod tests {
             let f = dir.path().join(c).join("roost/platform/tasks");
             // `0` is the caller: the kernel then skips the process-wide lock.
             assert_eq!(std::fs::read_to_string(&f).unwrap(), "0", "{c}");
+        }
+        // A shared workload: the pool's cpuset, its own cpu and memory cgroups.
+        for c in ["cpu", "memory"] {
+            std::fs::create_dir_all(dir.path().join(c).join("roost/shared/w")).unwrap();
+        }
+        assert!(v.enter_self("roost/shared/w").unwrap());
+        for f in [
+            "cpuset/roost/shared",
+            "cpu/roost/shared/w",
+            "memory/roost/shared/w",
+        ] {
+            let got = std::fs::read_to_string(dir.path().join(f).join("tasks")).unwrap();
+            assert_eq!(got, "0", "{f}");
         }
         // A missing cgroup is an error naming the file, not a silent no-op.
         let e = v.enter_self("roost/shared/nope").unwrap_err();
