@@ -12,6 +12,9 @@
 #      placement, no real-time policy (a host without Roost's scheduler);
 #  (c) the same loop as a native process under SCHED_FIFO 80 on core 1 with no
 #      neighbour (the floor);
+#  (d) reference, not a GOAL: (c) beside the same neighbour run natively and pinned to
+#      core 0 by hand (taskset), i.e. perfect placement without Roost: what this
+#      machine itself lets a neighbour on the other core cost;
 #  (w) (a) without work, for its wake-up latency, beside the same neighbour;
 #  (y) cyclictest SCHED_FIFO 80 on core 1 with no neighbour (native).
 # The containers run in a private containerd started here. Ends with three GOAL lines.
@@ -30,7 +33,7 @@ NS=roost-bench
 
 die() { echo "bench-rt: $*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "needs root (cgroups and SCHED_FIFO)"
-for t in stress-ng cyclictest python3 containerd ctr runc ldd; do
+for t in stress-ng cyclictest python3 containerd ctr runc ldd taskset; do
   command -v "$t" >/dev/null || die "needs $t (run: make deps)"
 done
 [[ -f /sys/fs/cgroup/cpu/cpu.rt_runtime_us ]] || die "needs cgroup v1 cpu with CONFIG_RT_GROUP_SCHED"
@@ -61,6 +64,7 @@ roost_() { timeout --foreground 60 "$ROOST_BIN" "$@"; }
 # Long commands run in the background and are waited for: the INT/TERM trap then
 # fires at once, and cleanup kills the command (background commands ignore SIGINT).
 fg_pid=""
+bg_pid=""   # (d)'s native neighbour while it runs
 long() { "$@" & fg_pid=$!; wait "$fg_pid"; local rc=$?; fg_pid=""; return "$rc"; }
 
 cleanup() {
@@ -72,6 +76,11 @@ cleanup() {
     for _ in $(seq 20); do kill -0 "$fg_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$fg_pid" 2>/dev/null
     { wait "$fg_pid"; } 2>/dev/null
+  fi
+  if [[ -n $bg_pid ]]; then
+    pkill -KILL -P "$bg_pid" 2>/dev/null
+    kill -KILL "$bg_pid" 2>/dev/null
+    { wait "$bg_pid"; } 2>/dev/null
   fi
   # Workloads outlive their daemon by design: remove them through it first.
   if [[ -n $daemon ]] && kill -0 "$daemon" 2>/dev/null; then
@@ -171,12 +180,12 @@ def show(path, kind):
 def summary(w, runs):
     w = Path(w)
     js = lambda k: [json.load(open(w / ("%s.%d.json" % (k, r)))) for r in range(1, runs + 1)]
-    a, b, c, wk = js("a"), js("b"), js("c"), js("w")
+    a, b, c, d, wk = js("a"), js("b"), js("c"), js("d"), js("w")
     miss = lambda rs: sum(d["missed"] for d in rs)
     periods = lambda rs: sum(d["periods"] for d in rs)
     print("== summary over %d rounds of %s s at 1 kHz" % (runs, a[0]["config"]["seconds"]))
     for name, rs in (("(a) placed rt + neighbour", a), ("(b) unplaced + neighbour", b),
-                     ("(c) SCHED_FIFO idle core 1", c)):
+                     ("(c) SCHED_FIFO idle core 1", c), ("(d) (c) + neighbour on core 0", d)):
         print("%-28s missed %6d/%-6d (%.3f %%)  resp p99 median %.1f us  wake p99 median %.1f us" % (
             name, miss(rs), periods(rs), 100.0 * miss(rs) / max(1, periods(rs)),
             statistics.median(d["response"]["p99"] for d in rs),
@@ -192,6 +201,18 @@ def summary(w, runs):
     print("    paired ratios %s; ratio of medians %.3f" % (
         ", ".join("%.3f" % r for r in pairs),
         statistics.median(wake_a) / max(statistics.median(wake_y), 1.0)))
+    # What the machine allows, whatever the placement (not GOALs): a perfectly pinned
+    # native loop beside the neighbour against the idle floor, and the idle floor
+    # itself against the unplaced containers (no placement can score below it).
+    print("REF pinned_by_hand_vs_floor %.3f (d over c: the neighbour's cost through this machine)" % (
+        (miss(d) + 1) / (miss(c) + 1)))
+    print("REF floor_vs_unplaced %.4f (c over b: the idle floor against the unplaced containers)" % (
+        (miss(c) + 1) / (miss(b) + 1)))
+    print("REF placed_vs_pinned_by_hand %.3f (a over d)" % ((miss(a) + 1) / (miss(d) + 1)))
+    st = steal_totals(w, runs)
+    if st:
+        print("steal time of CPU 1 (the hypervisor running something else), ms per case over all rounds: %s" % (
+            ", ".join("%s %d" % kv for kv in sorted(st.items()))))
     r1 = (miss(a) + 1) / (miss(c) + 1)
     r2 = (miss(a) + 1) / (miss(b) + 1)
     r3 = statistics.median(pairs)
@@ -200,9 +221,30 @@ def summary(w, runs):
     print("GOAL rt_wake_p99_vs_cyclictest %.3f 1.25 %s" % (r3, "PASS" if r3 <= 1.25 else "FAIL"))
 
 
+def steal_ms(path):
+    """Steal time of CPU 1 in ms between the two /proc/stat snapshots in `path`."""
+    vals = []
+    for line in Path(path).read_text().splitlines():
+        p = line.split()
+        if p and p[0] == "cpu1" and len(p) > 8:
+            vals.append(int(p[8]))
+    return (vals[-1] - vals[0]) * 1000 // 100 if len(vals) >= 2 else 0
+
+
+def steal_totals(w, runs):
+    out = {}
+    for k in "abcd":
+        fs = [Path(w) / ("%s.%d.steal" % (k, r)) for r in range(1, runs + 1)]
+        if all(f.exists() for f in fs):
+            out["(%s)" % k] = sum(steal_ms(f) for f in fs)
+    return out
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
-    if cmd == "show":
+    if cmd == "steal":
+        print("%d" % steal_ms(sys.argv[2]))
+    elif cmd == "show":
         print(show(sys.argv[2], sys.argv[3]))
     elif cmd == "cyc":
         pct, total, over = cyclic(sys.argv[2])
@@ -376,20 +418,48 @@ sys.exit(0 if d["cpus"] == "1" and d["policy"].startswith("SCHED_FIFO") else 1)
 PY
 }
 
+# (d): the floor's loop beside the neighbour, both native, pinned by hand.
+pinned() {
+  local out=$1
+  taskset -c 0 stress-ng --cpu 8 --timeout $((SECS + 30)) --quiet &
+  bg_pid=$!
+  sleep 1
+  long "$ROOST_BIN" probe latency --period-us "$PERIOD" --seconds "$SECS" --json \
+    --work-us "$WORK" --cpu 1 --priority "$PRIO" >"$out"
+  kill -TERM "$bg_pid" 2>/dev/null || true
+  wait "$bg_pid" 2>/dev/null || true
+  bg_pid=""
+}
+
+# CPU 1's steal time (field 9 of its /proc/stat line) around a case: the hypervisor
+# running something else on that vCPU's core.
+snap() { grep '^cpu1 ' /proc/stat >>"$1"; }
+
 for r in $(seq "$RUNS"); do
   echo "== round $r/$RUNS (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 
+  snap "$work/a.$r.steal"
   placed "$work/a.$r.json" "$WORK"
+  snap "$work/a.$r.steal"
   echo "(a) placed:    $(python3 "$work/bench.py" show "$work/a.$r.json" loop)"
   echo "    host view of ctl: $hostview"
   check_placed "$work/a.$r.json"
 
+  snap "$work/b.$r.steal"
   unplaced "$work/b.$r.json" "$r"
+  snap "$work/b.$r.steal"
   echo "(b) unplaced:  $(python3 "$work/bench.py" show "$work/b.$r.json" loop)"
 
+  snap "$work/c.$r.steal"
   long "$ROOST_BIN" probe latency --period-us "$PERIOD" --seconds "$SECS" --json \
     --work-us "$WORK" --cpu 1 --priority "$PRIO" >"$work/c.$r.json"
+  snap "$work/c.$r.steal"
   echo "(c) floor:     $(python3 "$work/bench.py" show "$work/c.$r.json" loop)"
+
+  snap "$work/d.$r.steal"
+  pinned "$work/d.$r.json"
+  snap "$work/d.$r.steal"
+  echo "(d) pinned by hand, reference: $(python3 "$work/bench.py" show "$work/d.$r.json" loop)"
 
   placed "$work/w.$r.json" 0
   echo "(w) placed, no work: $(python3 "$work/bench.py" show "$work/w.$r.json" wake)"
