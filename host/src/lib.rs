@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod driver;
 pub mod drivers;
 pub mod events;
+pub mod fds;
 pub mod journal;
 pub mod model;
 pub mod pmqos;

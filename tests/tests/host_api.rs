@@ -290,3 +290,34 @@ fn cli_without_a_daemon_says_how_to_fix_it() {
     );
     assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
 }
+
+/// The daemon raises its descriptor limit (about one descriptor per workload) and
+/// grows its descriptor table before its threads start, so no create waits for the
+/// kernel to swap a shared table (an RCU grace period, ~10 ms here).
+#[test]
+fn daemon_has_descriptor_headroom() {
+    let d = Daemon::start();
+    let pid = d.child.as_ref().unwrap().id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let nofile: Vec<u64> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (soft, hard) = (nofile[0], nofile[1]);
+    assert!(soft >= hard.min(roost_host::fds::SOFT_LIMIT), "{limits}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let fd_size: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        fd_size >= roost_host::fds::TABLE.min(soft),
+        "FDSize {fd_size}, soft limit {soft}"
+    );
+}

@@ -126,6 +126,22 @@ fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         }
     };
     super::init_tracing("info");
+    // Before the runtime's threads exist (see `fds`).
+    let fds = roost_host::fds::prepare();
+    tracing::info!(
+        soft = fds.soft,
+        was = fds.was,
+        hard = fds.hard,
+        table = fds.table,
+        "descriptor limit"
+    );
+    if fds.soft < 2_048 {
+        tracing::warn!(
+            soft = fds.soft,
+            hard = fds.hard,
+            "the descriptor limit is low for a host of 1,024 workloads (about one each); raise LimitNOFILE"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
