@@ -16,7 +16,8 @@
 #      core 0 by hand (taskset), i.e. perfect placement without Roost: what this
 #      machine itself lets a neighbour on the other core cost;
 #  (w) (a) without work, for its wake-up latency, beside the same neighbour;
-#  (y) cyclictest SCHED_FIFO 80 on core 1 with no neighbour (native).
+#  (y) cyclictest SCHED_FIFO 80 on core 1 with no neighbour (native);
+#  (z) reference, not a GOAL: (y) beside the neighbour pinned to core 0 by hand.
 # The containers run in a private containerd started here. Ends with three GOAL lines.
 # Every process, container and cgroup it starts is removed on exit (also on Ctrl-C),
 # and every wait is bounded in time.
@@ -201,6 +202,13 @@ def summary(w, runs):
     print("    paired ratios %s; ratio of medians %.3f" % (
         ", ".join("%.3f" % r for r in pairs),
         statistics.median(wake_a) / max(statistics.median(wake_y), 1.0)))
+    zs = [w / ("z.%d.txt" % r) for r in range(1, runs + 1)]
+    if all(z.exists() for z in zs):
+        wake_z = [cyclic(z)[0](0.99) for z in zs]
+        print("(z) cyclictest beside the neighbour pinned to core 0, p99 per round: %s us" % (
+            ", ".join("%.0f" % z for z in wake_z)))
+        print("REF cyclictest_pinned_by_hand_vs_idle %.3f (z over y, median of paired ratios: the neighbour's cost to wake-ups through this machine)" % (
+            statistics.median(z / max(y, 1.0) for z, y in zip(wake_z, wake_y))))
     # What the machine allows, whatever the placement (not GOALs): a perfectly pinned
     # native loop beside the neighbour against the idle floor, and the idle floor
     # itself against the unplaced containers (no placement can score below it).
@@ -419,16 +427,22 @@ PY
 }
 
 # (d): the floor's loop beside the neighbour, both native, pinned by hand.
-pinned() {
-  local out=$1
+# The neighbour as a native process pinned to core 0 by hand, for (d) and (z).
+pinned_neighbour_start() {
   taskset -c 0 stress-ng --cpu 8 --timeout $((SECS + 30)) --quiet &
   bg_pid=$!
   sleep 1
-  long "$ROOST_BIN" probe latency --period-us "$PERIOD" --seconds "$SECS" --json \
-    --work-us "$WORK" --cpu 1 --priority "$PRIO" >"$out"
+}
+pinned_neighbour_stop() {
   kill -TERM "$bg_pid" 2>/dev/null || true
   wait "$bg_pid" 2>/dev/null || true
   bg_pid=""
+}
+pinned() {
+  pinned_neighbour_start
+  long "$ROOST_BIN" probe latency --period-us "$PERIOD" --seconds "$SECS" --json \
+    --work-us "$WORK" --cpu 1 --priority "$PRIO" >"$1"
+  pinned_neighbour_stop
 }
 
 # CPU 1's steal time (field 9 of its /proc/stat line) around a case: the hypervisor
@@ -469,6 +483,12 @@ for r in $(seq "$RUNS"); do
   long cyclictest -m -q -p "$PRIO" --policy=fifo -a 1 -t 1 -i "$PERIOD" -D "$SECS" -h 20000 \
     >"$work/y.$r.txt" 2>/dev/null
   echo "(y) cyclictest: $(python3 "$work/bench.py" cyc "$work/y.$r.txt")"
+
+  pinned_neighbour_start
+  long cyclictest -m -q -p "$PRIO" --policy=fifo -a 1 -t 1 -i "$PERIOD" -D "$SECS" -h 20000 \
+    >"$work/z.$r.txt" 2>/dev/null
+  pinned_neighbour_stop
+  echo "(z) cyclictest beside the neighbour pinned by hand, reference: $(python3 "$work/bench.py" cyc "$work/z.$r.txt")"
 done
 
 python3 "$work/bench.py" summary "$work" "$RUNS"
