@@ -153,7 +153,11 @@ impl Scheduler {
 
     /// Totals now.
     pub fn usage(&self) -> Usage {
-        let mut u = self.totals.clone();
+        self.with_pool(self.totals.clone())
+    }
+
+    /// Fill in what follows from the pool: the shared CPUs left and their millicores.
+    fn with_pool(&self, mut u: Usage) -> Usage {
         u.shared_cpus = self.plan.shared_pool().difference(&u.dedicated_cpus);
         u.shared_capacity_millicores = u.shared_cpus.len() as u64 * 1000;
         u
@@ -180,9 +184,7 @@ impl Scheduler {
             }
         }
         u.node_memory_held_mib.retain(|_, mib| *mib > 0);
-        u.shared_cpus = self.plan.shared_pool().difference(&u.dedicated_cpus);
-        u.shared_capacity_millicores = u.shared_cpus.len() as u64 * 1000;
-        u
+        self.with_pool(u)
     }
 
     /// CPUs shared workloads run on now.
