@@ -189,3 +189,54 @@ fn simulated_reboot_brings_always_workloads_back_within_10s() {
     assert_eq!(d.get("parked")["status"]["phase"], "stopped");
     assert!(!procs.contains_key("oneshot") && !procs.contains_key("parked"));
 }
+
+/// Clients that hang up in the middle of their create: each create still ends one way
+/// or the other. What was stored is listed and runs, and survives a restart; what was
+/// not can be created again (its name is not left taken).
+#[test]
+fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
+    use std::io::Write;
+    let mut d = Daemon::start();
+    let names: Vec<String> = (0..40).map(|i| format!("hup{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let body = mock_spec(name, json!({}), json!({}));
+        let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+        write!(
+            s,
+            "POST /v1/workloads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // Hang up at once, or a few hundred microseconds in.
+        std::thread::sleep(Duration::from_micros((i as u64 % 8) * 100));
+        drop(s);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let listed = |d: &Daemon| -> HashSet<String> {
+        let (_, list) = d.api("GET", "/v1/workloads", None);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["workload"]["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = listed(&d);
+    for name in &before {
+        d.wait_phase(name, "running", T);
+    }
+    // Stored means listed: a restart finds the same set.
+    d.kill9();
+    d.spawn();
+    assert_eq!(listed(&d), before, "the store and the list disagreed");
+    for name in names.iter().filter(|n| !before.contains(*n)) {
+        let body = mock_spec(name, json!({}), json!({}));
+        let (s, v) = d.api("POST", "/v1/workloads", Some(&body));
+        assert_eq!(s, 201, "{name} was not stored but its name is taken: {v}");
+    }
+    eprintln!(
+        "{} of {} creates whose client hung up were stored",
+        before.len(),
+        names.len()
+    );
+}

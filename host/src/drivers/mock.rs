@@ -8,7 +8,7 @@ use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
 use crate::drivers::process::{
-    exit_of_wait_status, host_id, reap, spawn_placed, CgroupAttach, ProcId, SpawnError,
+    exit_of_wait_status, host_id, marked, reap, spawn_placed, CgroupAttach, ProcId, SpawnError,
 };
 use crate::spec::{DriverKind, MockSpec, WorkloadSpec};
 use async_trait::async_trait;
@@ -73,29 +73,11 @@ impl MockDriver {
                 return map.clone();
             }
         }
-        let prefix = format!("{MARKER}{}:", self.host_id);
-        let mut map = HashMap::new();
-        if let Ok(rd) = std::fs::read_dir("/proc") {
-            for e in rd.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                    continue;
-                };
-                let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                    continue;
-                };
-                // argv = ["/bin/sh", "-c", script, marker]; the marker is $0 of the script.
-                for arg in cmd.split(|b| *b == 0) {
-                    if let Some(key) = std::str::from_utf8(arg)
-                        .ok()
-                        .and_then(|a| a.strip_prefix(&prefix))
-                    {
-                        if let Some(p) = ProcId::of(pid) {
-                            map.insert(key.to_string(), p);
-                        }
-                    }
-                }
-            }
-        }
+        // argv = ["/bin/sh", "-c", script, marker]; the marker is $0 of the script.
+        let map: HashMap<String, ProcId> = marked(&format!("{MARKER}{}:", self.host_id))
+            .into_iter()
+            .filter_map(|m| ProcId::of(m.pid).map(|p| (m.key, p)))
+            .collect();
         *guard = Some((Instant::now(), map.clone()));
         map
     }

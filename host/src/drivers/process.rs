@@ -194,6 +194,47 @@ pub fn spawn_placed(
     }
 }
 
+/// A process found by [`marked`]: its pid, what followed the marker in the marked
+/// argument (the instance key `name-N`), and all its arguments.
+#[derive(Debug, Clone)]
+pub struct Marked {
+    /// The process.
+    pub pid: i32,
+    /// The marked argument without `prefix`.
+    pub key: String,
+    /// Its whole command line.
+    pub args: Vec<String>,
+}
+
+/// Every process one of whose arguments starts with `prefix` (drivers tag the
+/// processes they start with `<tag><host id>:<name>-<instance>`).
+pub fn marked(prefix: &str) -> Vec<Marked> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter_map(|a| std::str::from_utf8(a).ok().map(str::to_string))
+            .collect();
+        if let Some(key) = args.iter().find_map(|a| a.strip_prefix(prefix)) {
+            out.push(Marked {
+                pid,
+                key: key.to_string(),
+                args: args.clone(),
+            });
+        }
+    }
+    out
+}
+
 /// A short id, stable for a state dir (FNV-1a of its path), that tags the processes
 /// one daemon started so another daemon's are never adopted.
 pub fn host_id(state_dir: &std::path::Path) -> String {

@@ -9,7 +9,7 @@ use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
 use crate::drivers::process::{
-    exit_of_wait_status, host_id, reap, spawn_placed, CgroupAttach, ProcId, SpawnError,
+    exit_of_wait_status, host_id, marked, reap, spawn_placed, CgroupAttach, ProcId, SpawnError,
 };
 use crate::spec::{DriverKind, RtPolicy, VmSpec, WorkloadSpec};
 use async_trait::async_trait;
@@ -441,29 +441,12 @@ impl Driver for VmDriver {
     ) -> Result<Vec<TaskHandle>, DriverError> {
         let prefix = format!("{TAG}{}:{workload}-", self.host_id);
         let mut out = Vec::new();
-        let rd = std::fs::read_dir("/proc").map_err(|e| DriverError::Op {
-            op: "recover",
-            instance: workload.to_string(),
-            reason: format!("read /proc: {e}"),
-        })?;
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        for m in marked(&prefix) {
+            let Ok(n) = m.key.parse::<u64>() else {
                 continue;
             };
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<&str> = raw
-                .split(|b| *b == 0)
-                .filter_map(|a| std::str::from_utf8(a).ok())
-                .collect();
-            let Some(n) = args
-                .iter()
-                .find_map(|a| a.strip_prefix(&prefix))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
+            let pid = m.pid;
+            let args: Vec<&str> = m.args.iter().map(String::as_str).collect();
             let (Some(sock), Some(state_file), Some(proc)) = (
                 find_arg(&args, "--api-sock"),
                 find_arg(&args, "--state-file"),
