@@ -218,7 +218,12 @@ fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
         list.as_array()
             .unwrap()
             .iter()
-            .map(|w| w["workload"]["metadata"]["name"].as_str().unwrap().to_string())
+            .map(|w| {
+                w["workload"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     };
     let before = listed(&d);
@@ -239,4 +244,35 @@ fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
         before.len(),
         names.len()
     );
+}
+
+/// A whole set whose client hangs up once it is sent is still applied to the end.
+#[test]
+fn a_set_whose_client_hangs_up_is_applied_whole() {
+    use std::io::Write;
+    let d = Daemon::start();
+    let set: Vec<Value> = (0..30)
+        .map(|i| {
+            serde_json::from_str(&mock_spec(&format!("set{i:02}"), json!({}), json!({}))).unwrap()
+        })
+        .collect();
+    let body = json!({ "workloads": set, "prune": false }).to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    write!(
+        s,
+        "POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Wait for the first of them to exist, then hang up.
+    let t = Instant::now();
+    while d.api("GET", "/v1/workloads/set00", None).0 != 200 {
+        assert!(t.elapsed() < T, "the set was never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(s);
+    for i in 0..30 {
+        d.wait_phase(&format!("set{i:02}"), "running", T);
+    }
 }

@@ -121,40 +121,52 @@ pub async fn apply(
     if !problems.is_empty() {
         return Err(validate::ValidationError(problems).into());
     }
-    let mut results = Vec::new();
-    let mut failed = false;
-    for w in specs {
-        let name = w.metadata.name.clone();
-        match st.sup.apply(w).await {
-            Ok((_, action)) => results.push(ApplyResult {
-                name,
-                action: action.into(),
-                error: None,
-            }),
-            Err(e) => {
-                failed = true;
-                let ApiError { body, .. } = ApiError::from(e);
-                results.push(ApplyResult {
+    // A set is applied to the end even if its client hangs up part way.
+    let sup = Arc::clone(&st.sup);
+    let (results, failed) = tokio::spawn(async move {
+        let mut results = Vec::new();
+        let mut failed = false;
+        for w in specs {
+            let name = w.metadata.name.clone();
+            match sup.apply(w).await {
+                Ok((_, action)) => results.push(ApplyResult {
                     name,
-                    action: "error".into(),
-                    error: Some(body),
-                });
+                    action: action.into(),
+                    error: None,
+                }),
+                Err(e) => {
+                    failed = true;
+                    let ApiError { body, .. } = ApiError::from(e);
+                    results.push(ApplyResult {
+                        name,
+                        action: "error".into(),
+                        error: Some(body),
+                    });
+                }
             }
         }
-    }
-    if req.prune && !failed {
-        for rec in st.sup.list() {
-            if !seen.contains(rec.name()) {
-                let name = rec.name().to_string();
-                let r = st.sup.set_desired(&name, Desired::Deleted).await;
-                results.push(ApplyResult {
-                    name,
-                    action: if r.is_ok() { "deleted" } else { "error" }.into(),
-                    error: r.err().map(|e| ApiError::from(e).body),
-                });
+        if req.prune && !failed {
+            for rec in sup.list() {
+                if !seen.contains(rec.name()) {
+                    let name = rec.name().to_string();
+                    let r = sup.set_desired(&name, Desired::Deleted).await;
+                    results.push(ApplyResult {
+                        name,
+                        action: if r.is_ok() { "deleted" } else { "error" }.into(),
+                        error: r.err().map(|e| ApiError::from(e).body),
+                    });
+                }
             }
         }
-    }
+        (results, failed)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("applying the set failed: {e}"),
+        )
+    })?;
     let mut details = Vec::new();
     for (i, r) in results.iter().enumerate() {
         if let Some(e) = &r.error {
