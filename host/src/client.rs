@@ -1,4 +1,5 @@
-//! A client for the daemon's API over its Unix socket: what the CLI (and tests) use.
+//! A client for the daemon's API, over its Unix socket or, from another machine, over
+//! its TCP listener (TLS, bearer token): what the CLI (and tests) use.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -6,6 +7,25 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
+/// An HTTP/1 connection over `io`, driven by its own task.
+async fn handshake<T>(
+    io: T,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
 
 /// Client errors say which socket and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +38,17 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The TCP connection or its TLS handshake failed.
+    #[error("cannot reach the Roost daemon at {addr}: {reason}")]
+    Remote {
+        /// `host:port`.
+        addr: String,
+        /// Why, and what to check.
+        reason: String,
+    },
+    /// The remote settings are wrong (address, token, CA file).
+    #[error("{0}")]
+    Setup(String),
     /// The exchange failed midway.
     #[error("request to the daemon failed: {0}")]
     Http(String),
@@ -40,18 +71,115 @@ impl Reply {
     }
 }
 
-/// A client bound to one socket.
-#[derive(Debug, Clone)]
+/// A client bound to one daemon.
+#[derive(Clone)]
 pub struct Client {
-    socket: PathBuf,
+    target: Target,
 }
+
+#[derive(Clone)]
+enum Target {
+    Unix(PathBuf),
+    Tls(Arc<Remote>),
+}
+
+struct Remote {
+    /// `host:port`, as given.
+    addr: String,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    token: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Target::Unix(p) => f.debug_struct("Client").field("socket", p).finish(),
+            // Never the token.
+            Target::Tls(r) => f.debug_struct("Client").field("addr", &r.addr).finish(),
+        }
+    }
+}
+
+/// The system's CA bundle (Debian's path), used when no CA file is given.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl Client {
     /// A client for the daemon at `socket`.
     pub fn new(socket: impl AsRef<Path>) -> Self {
         Self {
-            socket: socket.as_ref().to_path_buf(),
+            target: Target::Unix(socket.as_ref().to_path_buf()),
         }
+    }
+
+    /// A client for a daemon's TCP listener: `url` is `https://HOST:PORT`, `token` the
+    /// bearer token, `ca_pem` the CA certificate(s) that signed the daemon's
+    /// certificate (the system bundle when `None`).
+    pub fn remote(url: &str, token: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
+        use tokio_rustls::rustls;
+        let bad = |m: String| ClientError::Setup(m);
+        let rest = url.strip_prefix("https://").ok_or_else(|| {
+            bad(format!(
+                "--addr `{url}` must start with https:// (the daemon's TCP listener only speaks TLS), e.g. https://10.0.0.5:7443"
+            ))
+        })?;
+        let addr = rest.trim_end_matches('/');
+        let host = match addr.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => h,
+            _ => {
+                return Err(bad(format!(
+                    "--addr `{url}` needs a host and a port, e.g. https://10.0.0.5:7443"
+                )))
+            }
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = ServerName::try_from(host.to_string()).map_err(|e| {
+            bad(format!(
+                "--addr `{url}`: `{host}` is not a host name or IP address: {e}"
+            ))
+        })?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(bad(
+                "the token is empty; put the daemon's bearer token in the file given to --token-file".into(),
+            ));
+        }
+        let system;
+        let (pem, from) = match ca_pem {
+            Some(p) => (p, "the CA file"),
+            None => {
+                system = std::fs::read(SYSTEM_CA_BUNDLE).map_err(|e| {
+                    bad(format!(
+                        "no --ca-file given and the system CA bundle {SYSTEM_CA_BUNDLE} cannot be read ({e}); pass --ca-file with the CA that signed the daemon's certificate"
+                    ))
+                })?;
+                (system.as_slice(), SYSTEM_CA_BUNDLE)
+            }
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|e| bad(format!("bad PEM in {from}: {e}")))?;
+            roots.add(cert).map_err(|e| {
+                bad(format!(
+                    "a certificate in {from} is not usable as a CA: {e}"
+                ))
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(bad(format!("no certificate found in {from}")));
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            target: Target::Tls(Arc::new(Remote {
+                addr: addr.to_string(),
+                server_name,
+                connector: TlsConnector::from(Arc::new(cfg)),
+                token,
+            })),
+        })
     }
 
     async fn send(
@@ -60,22 +188,43 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| ClientError::Connect {
-                socket: self.socket.clone(),
-                reason: e.to_string(),
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "roost");
+        let mut sender = match &self.target {
+            Target::Unix(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+                    ClientError::Connect {
+                        socket: socket.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                handshake(stream).await?
+            }
+            Target::Tls(r) => {
+                let remote = |reason: String| ClientError::Remote {
+                    addr: r.addr.clone(),
+                    reason,
+                };
+                let tcp = tokio::net::TcpStream::connect(&r.addr).await.map_err(|e| {
+                    remote(format!(
+                        "{e}; is `roost host --listen` running there and the port open?"
+                    ))
+                })?;
+                let tls = r
+                    .connector
+                    .connect(r.server_name.clone(), tcp)
+                    .await
+                    .map_err(|e| {
+                        remote(format!(
+                            "TLS handshake failed: {e}; check --ca-file and that the certificate names this host"
+                        ))
+                    })?;
+                req = req.header("authorization", format!("Bearer {}", r.token));
+                handshake(tls).await?
+            }
+        };
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
@@ -86,6 +235,14 @@ impl Client {
             .send_request(req)
             .await
             .map_err(|e| ClientError::Http(e.to_string()))
+    }
+
+    /// What this client talks to, for messages.
+    pub fn target(&self) -> String {
+        match &self.target {
+            Target::Unix(p) => p.display().to_string(),
+            Target::Tls(r) => format!("https://{}", r.addr),
+        }
     }
 
     /// One request, whole body.

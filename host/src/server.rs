@@ -108,14 +108,19 @@ pub fn load_tls(files: &TlsFiles) -> Result<(TlsAcceptor, String), ServerError> 
     Ok((TlsAcceptor::from(Arc::new(cfg)), token))
 }
 
-/// A TCP listener that hands out TLS streams (handshakes that fail are dropped).
+/// A TCP listener that hands out TLS streams. Handshakes run in tasks of their own
+/// (at most [`MAX_HANDSHAKES`] at once, each given 10 s), so a client that connects and
+/// sends nothing delays nobody; failed handshakes are dropped.
 pub struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+    local: std::net::SocketAddr,
 }
 
+/// TLS handshakes in flight at once; more connections wait in the kernel's backlog.
+pub const MAX_HANDSHAKES: usize = 128;
+
 impl TlsListener {
-    /// Bind `addr`.
+    /// Bind `addr` and start accepting.
     pub async fn bind(
         addr: std::net::SocketAddr,
         acceptor: TlsAcceptor,
@@ -126,7 +131,49 @@ impl TlsListener {
                 path: addr.to_string(),
                 reason: e.to_string(),
             })?;
-        Ok(Self { tcp, acceptor })
+        let local = tcp.local_addr().map_err(|e| ServerError::Bind {
+            path: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        let (tx, ready) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    return;
+                };
+                let (s, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let hs = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(s),
+                    )
+                    .await;
+                    drop(permit);
+                    match hs {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { ready, local })
     }
 }
 
@@ -135,24 +182,15 @@ impl axum::serve::Listener for TlsListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((s, addr)) = self.tcp.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            let hs =
-                tokio::time::timeout(std::time::Duration::from_secs(10), self.acceptor.accept(s))
-                    .await;
-            match hs {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
-            }
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The accept task only ends with the runtime.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 }
 

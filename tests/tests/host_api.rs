@@ -6,6 +6,7 @@ use roost_tests::daemon::{mock_spec, write_file, Daemon};
 use roost_tests::roost_bin;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -319,5 +320,192 @@ fn daemon_has_descriptor_headroom() {
     assert!(
         fd_size >= roost_host::fds::TABLE.min(soft),
         "FDSize {fd_size}, soft limit {soft}"
+    );
+}
+
+/// `openssl` makes a CA and a server certificate for 127.0.0.1 in `dir`; returns
+/// (ca.pem, server.pem, server.key), or None when openssl is missing.
+fn test_pki(dir: &std::path::Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        Some(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=roost-test-ca",
+        ],
+    ]
+    .concat())?;
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat())?;
+    write_file(
+        dir,
+        "ext.cnf",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    );
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])?;
+    Some((dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key")))
+}
+
+/// The CLI drives a daemon over its TCP listener: TLS verified against the given CA,
+/// the bearer token sent; a wrong token, an unknown CA, plain HTTP and a bad address
+/// each fail with a line that says what to fix.
+#[test]
+fn the_cli_works_over_tcp_with_tls_and_token() {
+    let pki = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = test_pki(pki.path()) else {
+        eprintln!("SKIPPED: needs the openssl command to make test certificates");
+        return;
+    };
+    let token = write_file(pki.path(), "token", "0123456789abcdef-roost-test\n");
+    let wrong = write_file(pki.path(), "wrong", "fedcba9876543210-not-it\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&[
+        "--listen",
+        &listen,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    let url = format!("https://{listen}");
+    let remote = |token: &std::path::Path, ca: Option<&std::path::Path>, args: &[&str]| {
+        let mut c = Command::new(roost_bin());
+        c.args(args)
+            .args(["--addr", &url, "--token-file"])
+            .arg(token)
+            // The socket the daemon also serves must not be what answers.
+            .env("ROOST_SOCKET", "/nonexistent/roost.sock");
+        if let Some(ca) = ca {
+            c.arg("--ca-file").arg(ca);
+        }
+        c.output().unwrap()
+    };
+    let spec = write_file(
+        pki.path(),
+        "w.yaml",
+        &mock_spec("remote1", json!({}), json!({})),
+    );
+    let out = remote(&token, Some(&ca), &["apply", "-f", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    d.wait_phase("remote1", "running", Duration::from_secs(30));
+    // Clients that connect and say nothing (each given 10 s to finish its TLS
+    // handshake) hold up nobody else.
+    let silent: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&listen).unwrap())
+        .collect();
+    let t = std::time::Instant::now();
+    let out = remote(&token, Some(&ca), &["ps", "-o", "json"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "a request waited {:?} behind silent connections",
+        t.elapsed()
+    );
+    drop(silent);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let ps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ps[0]["workload"]["metadata"]["name"], "remote1", "{ps}");
+    // Wrong token: refused by the daemon.
+    let out = remote(&wrong, Some(&ca), &["ps"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("bearer token"), "{e}");
+    // A CA that did not sign the daemon's certificate (the system bundle).
+    let out = remote(&token, None, &["ps"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("TLS handshake failed") && e.contains("--ca-file"),
+        "{e}"
+    );
+    // Not https.
+    let out = Command::new(roost_bin())
+        .args(["ps", "--addr", &format!("http://{listen}"), "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("https://"),
+        "{out:?}"
+    );
+    // No token file.
+    let out = Command::new(roost_bin())
+        .args(["ps", "--addr", &url])
+        .env_remove("ROOST_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token-file"),
+        "{out:?}"
+    );
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET /v1/workloads HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(
+        !String::from_utf8_lossy(&buf).starts_with("HTTP/"),
+        "plain HTTP was answered: {}",
+        String::from_utf8_lossy(&buf)
     );
 }

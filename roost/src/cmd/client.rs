@@ -18,17 +18,60 @@ pub struct Conn {
     /// The daemon's API socket [env: ROOST_SOCKET; default: $ROOST_HOME/roost.sock or /var/lib/roost/roost.sock].
     #[arg(long, global = true)]
     pub socket: Option<PathBuf>,
+    /// A daemon's TCP listener instead (`roost host --listen`), e.g. https://10.0.0.5:7443 [env: ROOST_ADDR].
+    #[arg(long, global = true, value_name = "URL")]
+    pub addr: Option<String>,
+    /// The bearer token for --addr, in a file [env: ROOST_TOKEN_FILE].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the daemon's certificate, for --addr [env: ROOST_CACERT; default: the system's CA bundle].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Conn {
-    fn client(&self) -> Client {
-        let p = self
-            .socket
+    fn client(&self) -> anyhow::Result<Client> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if self.socket.is_some() && self.addr.is_some() {
+            return Err(anyhow!("give --socket or --addr, not both"));
+        }
+        let addr = match &self.socket {
+            Some(_) => None,
+            None => self
+                .addr
+                .clone()
+                .or_else(|| env("ROOST_ADDR").map(|v| v.to_string_lossy().into_owned())),
+        };
+        let Some(addr) = addr else {
+            let p = self
+                .socket
+                .clone()
+                .or_else(|| env("ROOST_SOCKET").map(PathBuf::from))
+                .or_else(|| env("ROOST_HOME").map(|h| PathBuf::from(h).join("roost.sock")))
+                .unwrap_or_else(|| PathBuf::from("/var/lib/roost/roost.sock"));
+            return Ok(Client::new(p));
+        };
+        let token_file = self
+            .token_file
             .clone()
-            .or_else(|| std::env::var_os("ROOST_SOCKET").map(PathBuf::from))
-            .or_else(|| std::env::var_os("ROOST_HOME").map(|h| PathBuf::from(h).join("roost.sock")))
-            .unwrap_or_else(|| PathBuf::from("/var/lib/roost/roost.sock"));
-        Client::new(p)
+            .or_else(|| env("ROOST_TOKEN_FILE").map(PathBuf::from))
+            .ok_or_else(|| {
+                anyhow!("--addr needs --token-file FILE holding the daemon's bearer token (or ROOST_TOKEN_FILE)")
+            })?;
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+        let ca_file = self
+            .ca_file
+            .clone()
+            .or_else(|| env("ROOST_CACERT").map(PathBuf::from));
+        let ca = match &ca_file {
+            Some(f) => Some(
+                std::fs::read(f)
+                    .with_context(|| format!("cannot read the CA file {}", f.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Client::remote(&addr, &token, ca.as_deref())?)
     }
 }
 
@@ -229,7 +272,7 @@ fn read_docs(file: &PathBuf) -> anyhow::Result<Vec<Value>> {
 pub fn apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let docs = read_docs(&a.file)?;
     let body = serde_json::to_vec(&serde_json::json!({"workloads": docs, "prune": a.prune}))?;
-    let client = a.conn.client();
+    let client = a.conn.client()?;
     let r = runtime()?.block_on(spin(
         "applying",
         client.request(Method::POST, "/v1/apply", Some(body)),
@@ -292,7 +335,7 @@ fn age(ms: Option<u64>) -> String {
 }
 
 pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
-    let r = runtime()?.block_on(a.conn.client().request(Method::GET, "/v1/workloads", None))?;
+    let r = runtime()?.block_on(a.conn.client()?.request(Method::GET, "/v1/workloads", None))?;
     if !r.status.is_success() {
         return Err(fail(&r));
     }
@@ -338,7 +381,7 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
 
 pub fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/workloads/{}", a.name);
-    let r = runtime()?.block_on(a.conn.client().request(Method::GET, &path, None))?;
+    let r = runtime()?.block_on(a.conn.client()?.request(Method::GET, &path, None))?;
     if !r.status.is_success() {
         return Err(fail(&r));
     }
@@ -352,7 +395,7 @@ fn verb(a: NameArgs, action: &str, method: Method, past: &str) -> anyhow::Result
     } else {
         format!("/v1/workloads/{}/{action}", a.name)
     };
-    let client = a.conn.client();
+    let client = a.conn.client()?;
     let msg = format!(
         "{} {}",
         if action.is_empty() {
@@ -396,7 +439,7 @@ pub fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = a.tail {
         path.push_str(&format!("&tail={t}"));
     }
-    let client = a.conn.client();
+    let client = a.conn.client()?;
     let mut err = Vec::new();
     let status = runtime()?.block_on(client.stream(&path, |chunk| {
         err.extend_from_slice(chunk);
@@ -422,7 +465,7 @@ pub fn events(a: EventsArgs) -> anyhow::Result<ExitCode> {
         path.push_str(&format!("&workload={w}"));
     }
     let raw = !matches!(a.output, Output::Table);
-    let client = a.conn.client();
+    let client = a.conn.client()?;
     let mut buf: Vec<u8> = Vec::new();
     let status = runtime()?.block_on(client.stream(&path, |chunk| {
         buf.extend_from_slice(chunk);
@@ -457,7 +500,7 @@ pub fn events(a: EventsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn host_info(a: InfoArgs) -> anyhow::Result<ExitCode> {
-    let r = runtime()?.block_on(a.conn.client().request(Method::GET, "/v1/host", None))?;
+    let r = runtime()?.block_on(a.conn.client()?.request(Method::GET, "/v1/host", None))?;
     if !r.status.is_success() {
         return Err(fail(&r));
     }
