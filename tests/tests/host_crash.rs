@@ -190,24 +190,30 @@ fn simulated_reboot_brings_always_workloads_back_within_10s() {
     assert!(!procs.contains_key("oneshot") && !procs.contains_key("parked"));
 }
 
+/// Send a whole POST on a new connection and return the connection unread.
+fn send_post(d: &Daemon, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
 /// Clients that hang up in the middle of their create: each create still ends one way
 /// or the other. What was stored is listed and runs, and survives a restart; what was
 /// not can be created again (its name is not left taken).
 #[test]
 fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
-    use std::io::Write;
     let mut d = Daemon::start();
     let names: Vec<String> = (0..40).map(|i| format!("hup{i:02}")).collect();
     for (i, name) in names.iter().enumerate() {
         let body = mock_spec(name, json!({}), json!({}));
-        let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
-        write!(
-            s,
-            "POST /v1/workloads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        let s = send_post(&d, "/v1/workloads", &body);
         // Hang up at once, or a few hundred microseconds in.
         std::thread::sleep(Duration::from_micros((i as u64 % 8) * 100));
         drop(s);
@@ -249,7 +255,6 @@ fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
 /// A whole set whose client hangs up once it is sent is still applied to the end.
 #[test]
 fn a_set_whose_client_hangs_up_is_applied_whole() {
-    use std::io::Write;
     let d = Daemon::start();
     let set: Vec<Value> = (0..30)
         .map(|i| {
@@ -257,14 +262,7 @@ fn a_set_whose_client_hangs_up_is_applied_whole() {
         })
         .collect();
     let body = json!({ "workloads": set, "prune": false }).to_string();
-    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
-    write!(
-        s,
-        "POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let s = send_post(&d, "/v1/apply", &body);
     // Wait for the first of them to exist, then hang up.
     let t = Instant::now();
     while d.api("GET", "/v1/workloads/set00", None).0 != 200 {
