@@ -395,6 +395,13 @@ fn test_pki(dir: &std::path::Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
     Some((dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key")))
 }
 
+/// Exit 1 with `needle` in the one line on stderr.
+fn fails_with(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains(needle), "wanted `{needle}` in: {e}");
+}
+
 /// The CLI drives a daemon over its TCP listener: TLS verified against the given CA,
 /// the bearer token sent; a wrong token, an unknown CA, plain HTTP and a bad address
 /// each fail with a line that says what to fix.
@@ -462,39 +469,25 @@ fn the_cli_works_over_tcp_with_tls_and_token() {
     assert_eq!(ps[0]["workload"]["metadata"]["name"], "remote1", "{ps}");
     // Wrong token: refused by the daemon.
     let out = remote(&wrong, Some(&ca), &["ps"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("bearer token"), "{e}");
+    fails_with(&out, "bearer token");
     // A CA that did not sign the daemon's certificate (the system bundle).
     let out = remote(&token, None, &["ps"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("TLS handshake failed") && e.contains("--ca-file"),
-        "{e}"
-    );
+    fails_with(&out, "TLS handshake failed");
+    fails_with(&out, "--ca-file");
     // Not https.
     let out = Command::new(roost_bin())
         .args(["ps", "--addr", &format!("http://{listen}"), "--token-file"])
         .arg(&token)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("https://"),
-        "{out:?}"
-    );
+    fails_with(&out, "https://");
     // No token file.
     let out = Command::new(roost_bin())
         .args(["ps", "--addr", &url])
         .env_remove("ROOST_TOKEN_FILE")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--token-file"),
-        "{out:?}"
-    );
+    fails_with(&out, "--token-file");
     // Plain HTTP on the TLS port gets no HTTP answer.
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(&listen).unwrap();
