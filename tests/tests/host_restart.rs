@@ -172,6 +172,13 @@ fn stop_kills_after_the_grace_period() {
     );
     assert_eq!(d.api("POST", "/v1/workloads", Some(&spec)).0, 201);
     d.wait_phase("stubborn", "running", T);
+    // `running` means its process started; the mock ignores SIGTERM only once its
+    // shell has set the trap, which it does before its first log line.
+    let t = Instant::now();
+    while !String::from_utf8_lossy(&d.cli(&["logs", "stubborn"]).stdout).contains("started") {
+        assert!(t.elapsed() < T, "the mock never logged its start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let t = Instant::now();
     let (s, v) = d.api("POST", "/v1/workloads/stubborn/stop", None);
     let took = t.elapsed();
