@@ -162,6 +162,17 @@ fn failed_start_backs_off_and_never_policy_fails() {
         .any(|e| e["kind"] == "start-failed"));
 }
 
+/// Wait until mock `name` runs and handles SIGTERM: `running` means its process
+/// started; its shell sets the TERM trap before its first log line.
+fn wait_trapping(d: &Daemon, name: &str) {
+    d.wait_phase(name, "running", T);
+    let t = Instant::now();
+    while !String::from_utf8_lossy(&d.cli(&["logs", name]).stdout).contains("started") {
+        assert!(t.elapsed() < T, "mock {name} never logged its start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn stop_kills_after_the_grace_period() {
     let d = Daemon::start();
@@ -171,14 +182,7 @@ fn stop_kills_after_the_grace_period() {
         json!({"stopGraceSeconds": 1}),
     );
     assert_eq!(d.api("POST", "/v1/workloads", Some(&spec)).0, 201);
-    d.wait_phase("stubborn", "running", T);
-    // `running` means its process started; the mock ignores SIGTERM only once its
-    // shell has set the trap, which it does before its first log line.
-    let t = Instant::now();
-    while !String::from_utf8_lossy(&d.cli(&["logs", "stubborn"]).stdout).contains("started") {
-        assert!(t.elapsed() < T, "the mock never logged its start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_trapping(&d, "stubborn");
     let t = Instant::now();
     let (s, v) = d.api("POST", "/v1/workloads/stubborn/stop", None);
     let took = t.elapsed();
@@ -193,7 +197,7 @@ fn stop_kills_after_the_grace_period() {
     // A polite one stops at once.
     let spec = mock_spec("polite", json!({}), json!({"stopGraceSeconds": 5}));
     assert_eq!(d.api("POST", "/v1/workloads", Some(&spec)).0, 201);
-    d.wait_phase("polite", "running", T);
+    wait_trapping(&d, "polite");
     let t = Instant::now();
     assert_eq!(d.api("POST", "/v1/workloads/polite/stop", None).0, 200);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
