@@ -218,7 +218,6 @@ fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
         std::thread::sleep(Duration::from_micros((i as u64 % 8) * 100));
         drop(s);
     }
-    std::thread::sleep(Duration::from_secs(1));
     let listed = |d: &Daemon| -> HashSet<String> {
         let (_, list) = d.api("GET", "/v1/workloads", None);
         list.as_array()
@@ -232,7 +231,20 @@ fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
             })
             .collect()
     };
-    let before = listed(&d);
+    // Every create has ended once the list stops changing (each ends in ms; a
+    // second without change is ample even on a loaded machine).
+    let mut before = listed(&d);
+    let mut still = Instant::now();
+    let t = Instant::now();
+    while still.elapsed() < Duration::from_secs(1) {
+        assert!(t.elapsed() < T, "the list kept changing");
+        std::thread::sleep(Duration::from_millis(100));
+        let now = listed(&d);
+        if now != before {
+            before = now;
+            still = Instant::now();
+        }
+    }
     for name in &before {
         d.wait_phase(name, "running", T);
     }
