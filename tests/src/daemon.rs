@@ -224,6 +224,21 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The names of every workload the daemon lists.
+    pub fn names(&self) -> std::collections::HashSet<String> {
+        let (_, list) = self.api("GET", "/v1/workloads", None);
+        list.as_array()
+            .expect("the workload list is an array")
+            .iter()
+            .map(|w| {
+                w["workload"]["metadata"]["name"]
+                    .as_str()
+                    .expect("every listed workload has a name")
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// A workload's record.
     pub fn get(&self, name: &str) -> Value {
         let (s, v) = self.api("GET", &format!("/v1/workloads/{name}"), None);

@@ -62,18 +62,7 @@ fn sigkill_during_100_concurrent_creates_loses_nothing_accepted() {
         accepted.len()
     );
     d.spawn();
-    let (_, list) = d.api("GET", "/v1/workloads", None);
-    let present: HashSet<String> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            w["workload"]["metadata"]["name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let present = d.names();
     let lost: Vec<_> = accepted.difference(&present).collect();
     assert!(lost.is_empty(), "accepted but lost: {lost:?}");
     // Every workload the daemon knows comes up, each exactly once.
@@ -218,28 +207,15 @@ fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
         std::thread::sleep(Duration::from_micros((i as u64 % 8) * 100));
         drop(s);
     }
-    let listed = |d: &Daemon| -> HashSet<String> {
-        let (_, list) = d.api("GET", "/v1/workloads", None);
-        list.as_array()
-            .unwrap()
-            .iter()
-            .map(|w| {
-                w["workload"]["metadata"]["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
     // Every create has ended once the list stops changing (each ends in ms; a
     // second without change is ample even on a loaded machine).
-    let mut before = listed(&d);
+    let mut before = d.names();
     let mut still = Instant::now();
     let t = Instant::now();
     while still.elapsed() < Duration::from_secs(1) {
         assert!(t.elapsed() < T, "the list kept changing");
         std::thread::sleep(Duration::from_millis(100));
-        let now = listed(&d);
+        let now = d.names();
         if now != before {
             before = now;
             still = Instant::now();
@@ -251,7 +227,7 @@ fn a_client_hanging_up_mid_create_leaves_nothing_half_made() {
     // Stored means listed: a restart finds the same set.
     d.kill9();
     d.spawn();
-    assert_eq!(listed(&d), before, "the store and the list disagreed");
+    assert_eq!(d.names(), before, "the store and the list disagreed");
     for name in names.iter().filter(|n| !before.contains(*n)) {
         let body = mock_spec(name, json!({}), json!({}));
         let (s, v) = d.api("POST", "/v1/workloads", Some(&body));
