@@ -117,7 +117,7 @@ impl Client {
     /// certificate (the system bundle when `None`).
     pub fn remote(url: &str, token: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
         use tokio_rustls::rustls;
-        let bad = |m: String| ClientError::Setup(m);
+        let bad = ClientError::Setup;
         let rest = url.strip_prefix("https://").ok_or_else(|| {
             bad(format!(
                 "--addr `{url}` must start with https:// (the daemon's TCP listener only speaks TLS), e.g. https://10.0.0.5:7443"
@@ -235,14 +235,6 @@ impl Client {
             .send_request(req)
             .await
             .map_err(|e| ClientError::Http(e.to_string()))
-    }
-
-    /// What this client talks to, for messages.
-    pub fn target(&self) -> String {
-        match &self.target {
-            Target::Unix(p) => p.display().to_string(),
-            Target::Tls(r) => format!("https://{}", r.addr),
-        }
     }
 
     /// One request, whole body.

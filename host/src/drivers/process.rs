@@ -224,12 +224,12 @@ pub fn marked(prefix: &str) -> Vec<Marked> {
             .split(|b| *b == 0)
             .filter_map(|a| std::str::from_utf8(a).ok().map(str::to_string))
             .collect();
-        if let Some(key) = args.iter().find_map(|a| a.strip_prefix(prefix)) {
-            out.push(Marked {
-                pid,
-                key: key.to_string(),
-                args: args.clone(),
-            });
+        if let Some(key) = args
+            .iter()
+            .find_map(|a| a.strip_prefix(prefix))
+            .map(str::to_string)
+        {
+            out.push(Marked { pid, key, args });
         }
     }
     out
