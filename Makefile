@@ -40,3 +40,8 @@ bench-vmm:
 # 1,000 mock workloads through the daemon's API: create->running p50/p99 and RSS.
 bench-api:
 	@ci/bench-api.sh
+
+.PHONY: bench-central
+# A 10-workload set to 3 hosts through central vs straight to each host's API, 20 rounds interleaved.
+bench-central:
+	@ci/bench-central.sh

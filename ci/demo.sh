@@ -14,6 +14,9 @@ stop_all() {
   echo
   echo "demo: stopping"
   # Workloads outlive their daemon by design; the demo removes its own first.
+  if [[ -n ${CENTRAL_URL:-} ]]; then
+    timeout 20 "$ROOST" central undeploy demo --target subcloud/demo-site --data-dir "$CENTRAL_DIR" >/dev/null 2>&1 || true
+  fi
   if [[ -n ${ROOST_SOCKET:-} ]]; then
     for w in demo-container demo-vm demo-hello-vm; do
       timeout 20 "$ROOST" rm "$w" >/dev/null 2>&1 || true
@@ -30,8 +33,27 @@ trap stop_all INT TERM
 sock=$(ci/containerd.sh start "$ROOST_HOME/containerd") || exit 1
 echo "demo: containerd (private) on $sock"
 
-"$ROOST" central --state-dir "$ROOST_HOME/central" 2>/dev/null ||
-  echo "demo: NOT STARTED: roost central — the central controller is not built yet"
+# The central controller, on loopback; its CA, operator token and store under
+# $ROOST_HOME/central.
+CENTRAL_DIR=$ROOST_HOME/central
+CENTRAL_PORT=${ROOST_DEMO_CENTRAL_PORT:-7443}
+setsid "$ROOST" central --data-dir "$CENTRAL_DIR" --listen "127.0.0.1:$CENTRAL_PORT" \
+  --reconcile 5s >"$ROOST_HOME/central.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q 'ready on' "$ROOST_HOME/central.log" 2>/dev/null && break; sleep 0.1; done
+if ! grep -q 'ready on' "$ROOST_HOME/central.log"; then
+  echo "demo: roost central did not start; see $ROOST_HOME/central.log"; tail -5 "$ROOST_HOME/central.log"
+else
+  echo "demo: roost central on https://127.0.0.1:$CENTRAL_PORT (log: $ROOST_HOME/central.log)"
+  D=(--data-dir "$CENTRAL_DIR")
+  "$ROOST" central subcloud ls -o json "${D[@]}" | grep -q '"demo-site"' ||
+    "$ROOST" central subcloud add demo-site "${D[@]}" >/dev/null
+  if [[ ! -f $ROOST_HOME/host/central/host.pem ]]; then
+    JOIN_TOKEN=$("$ROOST" central token create --subcloud demo-site --ttl 10m "${D[@]}" 2>/dev/null)
+    export JOIN_TOKEN
+  fi
+  export CENTRAL_URL=https://127.0.0.1:$CENTRAL_PORT
+fi
 # shellcheck disable=SC1091
 source ci/demo-host.sh || echo "demo: the host part of the demo failed (see above)"
 echo "demo: running; press Ctrl-C to stop"

@@ -1,8 +1,18 @@
-//! Central controller, subclouds, host link and orchestration.
+//! The central controller and the host link.
 //!
-//! Not built yet: no issue has landed the central controller. `roost central` says so
-//! plainly instead of pretending to run.
+//! - [`model`]: groups, subclouds, hosts, join tokens, deployments, alarms, events.
+//! - [`store`]: central's durable state (SQLite or PostgreSQL) behind one small trait.
+//! - [`pki`]: central's CA, server and host certificates, operator and join tokens.
+//! - [`link`]: the gRPC protocol between host and central, its server side (in
+//!   central) and its client side (in every host, behind [`link::HostRuntime`], which
+//!   the host daemon implements and a fleet simulator can implement in memory).
+//! - [`central`]: the controller's core: desired state, sync status, alarms, events.
+//!
+//! No HTTP framework or CLI parser here: the operator API's HTTP front end and the
+//! `roost central` verbs live in the `roost` binary.
 
-/// What the central controller can do today, for front ends that want to say so.
-pub const STATUS: &str = "the central controller is not built yet: `roost central` has no \
-                          store, host link or console so far";
+pub mod central;
+pub mod link;
+pub mod model;
+pub mod pki;
+pub mod store;

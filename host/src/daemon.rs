@@ -49,6 +49,14 @@ pub struct HostConfig {
     pub restart_backoff_ms: Option<u64>,
     /// Restart delay cap, ms (default 60000).
     pub restart_backoff_max_ms: Option<u64>,
+    /// Central to join (`https://CENTRAL:PORT`); after enrollment it is remembered.
+    pub join: Option<String>,
+    /// One-time join token (from `roost central token create`).
+    pub join_token: Option<String>,
+    /// This host's name at central (default: the kernel's hostname).
+    pub name: Option<String>,
+    /// Heartbeat to central, e.g. `5s`, `500ms` (default 5s).
+    pub heartbeat: Option<String>,
 }
 
 /// A config problem: the daemon exits 64 without binding anything.
@@ -116,6 +124,10 @@ impl HostConfig {
             cgroup_prefix: self.cgroup_prefix.or(other.cgroup_prefix),
             restart_backoff_ms: self.restart_backoff_ms.or(other.restart_backoff_ms),
             restart_backoff_max_ms: self.restart_backoff_max_ms.or(other.restart_backoff_max_ms),
+            join: self.join.or(other.join),
+            join_token: self.join_token.or(other.join_token),
+            name: self.name.or(other.name),
+            heartbeat: self.heartbeat.or(other.heartbeat),
         }
     }
 
@@ -179,7 +191,44 @@ impl HostConfig {
                 ),
             });
         }
+        if let Some(j) = &self.join {
+            roost_federation::link::client::CentralAddr::parse(j).map_err(|e| {
+                ConfigError::Field {
+                    field: "join",
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        if let Some(n) = &self.name {
+            roost_federation::model::check_name(n).map_err(|e| ConfigError::Field {
+                field: "name",
+                message: e,
+            })?;
+        }
+        let heartbeat = match &self.heartbeat {
+            None => Duration::from_secs(5),
+            Some(h) => match parse_duration(h) {
+                Some(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(600) => d,
+                _ => {
+                    return Err(ConfigError::Field {
+                        field: "heartbeat",
+                        message: format!(
+                            "`{h}` is not a duration from 100ms to 10m; write e.g. `5s`, `500ms` or `1m`"
+                        ),
+                    })
+                }
+            },
+        };
         Ok(Resolved {
+            uplink: crate::uplink::UplinkConfig {
+                join: self.join.clone(),
+                join_token: self.join_token.clone(),
+                name: self.name.clone(),
+                heartbeat,
+                backoff_max: Duration::from_secs(30)
+                    .min(heartbeat * 6)
+                    .max(Duration::from_secs(2)),
+            },
             state_dir,
             socket,
             listen: self
@@ -214,6 +263,27 @@ pub struct Resolved {
     pub backoff_base: Duration,
     /// Restart delay cap.
     pub backoff_max: Duration,
+    /// The link to central.
+    pub uplink: crate::uplink::UplinkConfig,
+}
+
+/// `5s`, `500ms`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
 }
 
 /// The drivers this daemon offers, and why the others are missing.
@@ -385,6 +455,14 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), Dae
                 .await;
         });
     }
+    let _link = match crate::uplink::start(&sup, &cfg.state_dir, &cfg.uplink, stop_rx.clone()).await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            return Err(DaemonError::Other(format!("cannot join central: {e}")));
+        }
+    };
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), "roost host ready");
     ready(&cfg);
     wait_for_signal().await;

@@ -16,4 +16,5 @@ pub mod server;
 pub mod spec;
 pub mod store;
 pub mod supervisor;
+pub mod uplink;
 pub mod validate;

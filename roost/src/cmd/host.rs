@@ -75,6 +75,18 @@ pub struct DaemonArgs {
     /// Restart delay cap in ms [default: 60000].
     #[arg(long)]
     pub restart_backoff_max_ms: Option<u64>,
+    /// Join a central controller: `https://CENTRAL:PORT` (remembered after enrollment).
+    #[arg(long, env = "ROOST_JOIN")]
+    pub join: Option<String>,
+    /// One-time join token from `roost central token create` (only for the first start).
+    #[arg(long, env = "ROOST_JOIN_TOKEN")]
+    pub join_token: Option<String>,
+    /// This host's name at central [default: the hostname].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Heartbeat interval to central, e.g. 5s or 500ms [default: 5s].
+    #[arg(long)]
+    pub heartbeat: Option<String>,
 }
 
 /// EX_CONFIG: the configuration is wrong; nothing was bound or started.
@@ -107,6 +119,10 @@ fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         cgroup_prefix: a.cgroup_prefix,
         restart_backoff_ms: a.restart_backoff_ms,
         restart_backoff_max_ms: a.restart_backoff_max_ms,
+        join: a.join,
+        join_token: a.join_token,
+        name: a.name,
+        heartbeat: a.heartbeat,
     };
     let file = match &a.config {
         Some(p) => match HostConfig::from_file(p) {

@@ -1,0 +1,315 @@
+//! Central's in-memory state: the stored model (loaded at start, changed only through
+//! committed [`Change`]s) and what the hosts report (memory only).
+
+use crate::link::{desired_digest, proto, spec_digest, workload_name};
+use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Subcloud, Target};
+use crate::store::{Change, Snapshot};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// How many events stay in memory for streams that resume from a recent cursor.
+pub(crate) const RECENT_EVENTS: usize = 10_000;
+
+/// A host's sync status.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncState {
+    /// Everything central wants runs with the spec central wants.
+    InSync,
+    /// Offline, or no report since central started.
+    Unknown,
+    /// Something is missing, extra or different.
+    OutOfSync,
+}
+
+impl SyncState {
+    /// `in-sync`, `unknown`, `out-of-sync`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InSync => "in-sync",
+            Self::Unknown => "unknown",
+            Self::OutOfSync => "out-of-sync",
+        }
+    }
+}
+
+/// A deployment with its workloads' names, digests and JSON text precomputed.
+#[derive(Debug, Clone)]
+pub(crate) struct Deployed {
+    pub d: Deployment,
+    /// (name, digest, json) in name order.
+    pub items: Vec<(String, String, String)>,
+}
+
+impl Deployed {
+    pub fn new(d: Deployment) -> Self {
+        let mut items: Vec<(String, String, String)> = d
+            .workloads
+            .iter()
+            .map(|w| {
+                (
+                    workload_name(w).unwrap_or_default().to_string(),
+                    spec_digest(w),
+                    w.to_string(),
+                )
+            })
+            .collect();
+        items.sort();
+        Self { d, items }
+    }
+}
+
+/// A connected host's session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub id: u64,
+    pub tx: tokio::sync::mpsc::Sender<proto::CentralMessage>,
+}
+
+/// What central knows of a host at run time (memory only).
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub session: Option<Session>,
+    pub online: bool,
+    pub last_seen_ms: u64,
+    pub connected_ms: u64,
+    pub roost_version: String,
+    pub addr: Option<std::net::SocketAddr>,
+    pub report: Option<proto::Report>,
+    pub apply_errors: Vec<proto::ApplyError>,
+    pub last_push_ms: u64,
+    pub sync: Option<SyncState>,
+}
+
+/// Everything central holds in memory.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub groups: BTreeMap<String, Group>,
+    pub subclouds: BTreeMap<String, Subcloud>,
+    pub hosts: BTreeMap<String, Host>,
+    pub tokens: HashMap<String, JoinToken>,
+    pub deployments: BTreeMap<(String, String), Deployed>,
+    pub alarms: HashMap<String, Alarm>,
+    /// Active alarms by (host, code, entity) → id.
+    pub active: HashMap<(String, String, String), String>,
+    pub meta: HashMap<String, String>,
+    pub last_seq: u64,
+    pub recent: VecDeque<Event>,
+    pub live: HashMap<String, Live>,
+    pub next_session: u64,
+}
+
+impl State {
+    pub fn from_snapshot(s: Snapshot) -> Self {
+        let mut st = State {
+            last_seq: s.last_event_seq,
+            ..Default::default()
+        };
+        for g in s.groups {
+            st.groups.insert(g.name.clone(), g);
+        }
+        for sc in s.subclouds {
+            st.subclouds.insert(sc.name.clone(), sc);
+        }
+        for h in s.hosts {
+            st.hosts.insert(h.name.clone(), h);
+        }
+        for t in s.tokens {
+            st.tokens.insert(t.id.clone(), t);
+        }
+        for d in s.deployments {
+            st.deployments
+                .insert((d.set.clone(), d.target.to_string()), Deployed::new(d));
+        }
+        for a in s.alarms {
+            st.put_alarm(a);
+        }
+        st.meta = s.meta.into_iter().collect();
+        st
+    }
+
+    fn put_alarm(&mut self, a: Alarm) {
+        let key = (a.host.clone(), a.code.clone(), a.entity.clone());
+        if a.cleared_ms.is_none() {
+            self.active.insert(key, a.id.clone());
+        } else if self.active.get(&key) == Some(&a.id) {
+            self.active.remove(&key);
+        }
+        self.alarms.insert(a.id.clone(), a);
+    }
+
+    /// Apply one committed change.
+    pub fn apply(&mut self, c: Change) {
+        match c {
+            Change::PutGroup(g) => drop(self.groups.insert(g.name.clone(), g)),
+            Change::DeleteGroup(n) => drop(self.groups.remove(&n)),
+            Change::PutSubcloud(s) => drop(self.subclouds.insert(s.name.clone(), s)),
+            Change::DeleteSubcloud(n) => drop(self.subclouds.remove(&n)),
+            Change::PutHost(h) => drop(self.hosts.insert(h.name.clone(), h)),
+            Change::DeleteHost(n) => {
+                self.hosts.remove(&n);
+                self.live.remove(&n);
+            }
+            Change::PutToken(t) => drop(self.tokens.insert(t.id.clone(), t)),
+            Change::PutDeployment(d) => {
+                let key = (d.set.clone(), d.target.to_string());
+                self.deployments.insert(key, Deployed::new(d));
+            }
+            Change::DeleteDeployment { set, target } => {
+                drop(self.deployments.remove(&(set, target)))
+            }
+            Change::PutAlarm(a) => self.put_alarm(a),
+            Change::AppendEvent(e) => self.remember_event(e),
+            Change::PutMeta { key, value } => drop(self.meta.insert(key, value)),
+        }
+    }
+
+    pub fn remember_event(&mut self, e: Event) {
+        self.last_seq = self.last_seq.max(e.seq);
+        self.recent.push_back(e);
+        while self.recent.len() > RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Events after `cursor` from memory, if memory reaches back that far.
+    pub fn recent_after(&self, cursor: u64, limit: usize) -> Option<Vec<Event>> {
+        let first = self
+            .recent
+            .front()
+            .map(|e| e.seq)
+            .unwrap_or(self.last_seq + 1);
+        if cursor + 1 < first && cursor < self.last_seq {
+            return None;
+        }
+        Some(
+            self.recent
+                .iter()
+                .filter(|e| e.seq > cursor)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The group of a subcloud.
+    pub fn group_of(&self, subcloud: &str) -> Option<&str> {
+        self.subclouds.get(subcloud).map(|s| s.group.as_str())
+    }
+
+    /// Does `target` cover host `h`?
+    pub fn covers(&self, target: &Target, h: &Host) -> bool {
+        match target {
+            Target::Host(n) => *n == h.name,
+            Target::Subcloud(s) => *s == h.subcloud,
+            Target::Group(g) => self.group_of(&h.subcloud) == Some(g.as_str()),
+        }
+    }
+
+    /// Could one host be covered by both targets?
+    pub fn overlap(&self, a: &Target, b: &Target) -> bool {
+        use Target::*;
+        let host_sc = |h: &str| self.hosts.get(h).map(|x| x.subcloud.as_str());
+        let sc_group = |s: &str| self.group_of(s);
+        match (a, b) {
+            (Group(x), Group(y)) | (Subcloud(x), Subcloud(y)) | (Host(x), Host(y)) => x == y,
+            (Group(g), Subcloud(s)) | (Subcloud(s), Group(g)) => sc_group(s) == Some(g),
+            (Group(g), Host(h)) | (Host(h), Group(g)) => {
+                host_sc(h).and_then(sc_group) == Some(g.as_str())
+            }
+            (Subcloud(s), Host(h)) | (Host(h), Subcloud(s)) => host_sc(h) == Some(s.as_str()),
+        }
+    }
+
+    /// Hosts a target covers (revoked ones excluded).
+    pub fn hosts_of(&self, target: &Target) -> Vec<String> {
+        self.hosts
+            .values()
+            .filter(|h| !h.revoked && self.covers(target, h))
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    /// The deployments that make up a host's desired state.
+    pub fn deployments_for<'a>(&'a self, h: &'a Host) -> impl Iterator<Item = &'a Deployed> + 'a {
+        self.deployments
+            .values()
+            .filter(move |d| self.covers(&d.d.target, h))
+    }
+
+    /// A host's desired state: (name → (digest, json)) and its digest.
+    pub fn desired_for(&self, host: &str) -> (BTreeMap<&str, (&str, &str)>, String) {
+        let mut m = BTreeMap::new();
+        if let Some(h) = self.hosts.get(host) {
+            for d in self.deployments_for(h) {
+                for (n, dg, js) in &d.items {
+                    m.insert(n.as_str(), (dg.as_str(), js.as_str()));
+                }
+            }
+        }
+        let digest = desired_digest(m.iter().map(|(n, (d, _))| (*n, *d)));
+        (m, digest)
+    }
+
+    /// The Desired message for a host.
+    pub fn desired_message(&self, host: &str, force: bool) -> proto::Desired {
+        let (m, digest) = self.desired_for(host);
+        proto::Desired {
+            digest,
+            workloads_json: m.values().map(|(_, js)| js.to_string()).collect(),
+            force,
+        }
+    }
+
+    /// A host's sync status and the differences (missing, extra, differ).
+    pub fn sync_of(&self, host: &str) -> (SyncState, Vec<String>, Vec<String>, Vec<String>) {
+        let live = self.live.get(host);
+        let Some(report) = live.filter(|l| l.online).and_then(|l| l.report.as_ref()) else {
+            return (SyncState::Unknown, vec![], vec![], vec![]);
+        };
+        let (want, _) = self.desired_for(host);
+        let have: HashMap<&str, &str> = report
+            .workloads
+            .iter()
+            .map(|w| (w.name.as_str(), w.spec_digest.as_str()))
+            .collect();
+        let mut missing = Vec::new();
+        let mut differ = Vec::new();
+        for (n, (d, _)) in &want {
+            match have.get(n) {
+                None => missing.push(n.to_string()),
+                Some(h) if h != d => differ.push(n.to_string()),
+                Some(_) => {}
+            }
+        }
+        let mut extra: Vec<String> = have
+            .keys()
+            .filter(|n| !want.contains_key(*n))
+            .map(|n| n.to_string())
+            .collect();
+        extra.sort();
+        let state = if missing.is_empty() && extra.is_empty() && differ.is_empty() {
+            SyncState::InSync
+        } else {
+            SyncState::OutOfSync
+        };
+        (state, missing, extra, differ)
+    }
+
+    pub fn managed(&self, host: &str) -> bool {
+        self.hosts
+            .get(host)
+            .and_then(|h| self.subclouds.get(&h.subcloud))
+            .is_some_and(|s| s.managed)
+    }
+}
