@@ -57,7 +57,13 @@ struct Settings {
     cfg: CentralConfig,
 }
 
-fn duration(flag: &str, v: &Option<String>, default: Duration, min: Duration, max: Duration) -> Result<Duration, String> {
+fn duration(
+    flag: &str,
+    v: &Option<String>,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
     let Some(s) = v else { return Ok(default) };
     match roost_host::daemon::parse_duration(s) {
         Some(d) if d >= min && d <= max => Ok(d),
@@ -70,23 +76,37 @@ fn duration(flag: &str, v: &Option<String>, default: Duration, min: Duration, ma
 }
 
 fn settings(a: ServeArgs) -> Result<Settings, String> {
-    let data_dir = a.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let data_dir = a
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     if !data_dir.is_absolute() {
-        return Err(format!("--data-dir `{}` must be an absolute path", data_dir.display()));
+        return Err(format!(
+            "--data-dir `{}` must be an absolute path",
+            data_dir.display()
+        ));
     }
     let listen = match a.listen {
         Some(l) => l,
         None => DEFAULT_LISTEN.parse().map_err(|e| format!("{e}"))?,
     };
     if let Some(db) = &a.db {
-        if !(db.starts_with("postgres://") || db.starts_with("postgresql://") || db.starts_with("sqlite:")) {
+        if !(db.starts_with("postgres://")
+            || db.starts_with("postgresql://")
+            || db.starts_with("sqlite:"))
+        {
             return Err(format!(
                 "--db `{db}`: give `postgres://USER@HOST:PORT/DB` (or leave it out for SQLite under --data-dir)"
             ));
         }
     }
     let mut cfg = CentralConfig::default();
-    cfg.reconcile = duration("reconcile", &a.reconcile, cfg.reconcile, Duration::from_millis(100), Duration::from_secs(86_400))?;
+    cfg.reconcile = duration(
+        "reconcile",
+        &a.reconcile,
+        cfg.reconcile,
+        Duration::from_millis(100),
+        Duration::from_secs(86_400),
+    )?;
     cfg.host_cert_ttl = duration(
         "host-cert-ttl",
         &a.host_cert_ttl,
@@ -167,7 +187,8 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let tls = pki.server_tls_config()?;
     let ca_path = pki.ca_path().to_path_buf();
     let ca_hash = pki.ca_sha256();
-    let central = Central::open(s.cfg.clone(), store, Arc::new(pki), Arc::new(HostSpecCheck)).await?;
+    let central =
+        Central::open(s.cfg.clone(), store, Arc::new(pki), Arc::new(HostSpecCheck)).await?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -215,7 +236,9 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -238,7 +261,9 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                     addr: Some(peer),
                 }));
                 let svc = hyper_util::service::TowerToHyperService::new(svc);
-                let mut b = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let mut b = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
                 b.http2()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .keep_alive_interval(Some(Duration::from_secs(10)))
@@ -269,7 +294,10 @@ fn router(central: Arc<Central>, token: String) -> axum::Router {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

@@ -140,8 +140,14 @@ pub struct Route {
     handler: fn() -> MethodRouter<Arc<ApiState>>,
 }
 
-const NOT_FOUND: (u16, &str) = (404, "No such object (the message names it and how to list them)");
-const CONFLICT: (u16, &str) = (409, "Conflicts with what exists (the message says what and the fix)");
+const NOT_FOUND: (u16, &str) = (
+    404,
+    "No such object (the message names it and how to list them)",
+);
+const CONFLICT: (u16, &str) = (
+    409,
+    "Conflicts with what exists (the message says what and the fix)",
+);
 const INVALID: (u16, &str) = (422, "A field is wrong; `details` names each");
 const STORE: (u16, &str) = (500, "The store failed; nothing was changed");
 
@@ -419,7 +425,12 @@ impl<St: Send + Sync> FromRequestParts<St> for Name {
         axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map(|p| Name(p.0))
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad path: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad path: {}", e.body_text()),
+                )
+            })
     }
 }
 
@@ -465,10 +476,15 @@ fn parse_body<T: DeserializeOwned>(
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes; send a smaller one"),
+                format!(
+                    "the request body is larger than {MAX_BODY_BYTES} bytes; send a smaller one"
+                ),
             )
         } else {
-            ApiError::new(status, format!("cannot read the request body: {}", e.body_text()))
+            ApiError::new(
+                status,
+                format!("cannot read the request body: {}", e.body_text()),
+            )
         }
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -477,7 +493,11 @@ fn parse_body<T: DeserializeOwned>(
             format!("the request body is empty: send a JSON object {shape}"),
         ));
     }
-    let inner = |e: &dyn std::error::Error| e.source().map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+    let inner = |e: &dyn std::error::Error| {
+        e.source()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string())
+    };
     match Json::<T>::from_bytes(&bytes) {
         Ok(Json(v)) => Ok(v),
         Err(JsonRejection::JsonDataError(e)) => {
@@ -501,7 +521,10 @@ fn query_pairs(
     allowed: &[Param],
 ) -> Result<Vec<(String, String)>, ApiError> {
     let Query(pairs) = q.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("bad query string: {}", e.body_text()))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad query string: {}", e.body_text()),
+        )
     })?;
     let mut seen = Vec::new();
     for (k, v) in pairs {
@@ -509,7 +532,10 @@ fn query_pairs(
             let names: Vec<&str> = allowed.iter().map(|p| p.name).collect();
             return Err(ApiError::field(
                 &k,
-                format!("unknown query parameter; this endpoint takes {}", names.join(", ")),
+                format!(
+                    "unknown query parameter; this endpoint takes {}",
+                    names.join(", ")
+                ),
             ));
         }
         if !v.is_empty() {
@@ -523,7 +549,10 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
     match v {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(ApiError::field(name, format!("`{v}` is not a boolean: use true or false"))),
+        _ => Err(ApiError::field(
+            name,
+            format!("`{v}` is not a boolean: use true or false"),
+        )),
     }
 }
 
@@ -628,9 +657,14 @@ async fn list_groups(State(st): S) -> Json<Vec<Group>> {
     Json(st.central.groups())
 }
 
-async fn add_group(State(st): S, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn add_group(
+    State(st): S,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let b: AddGroup = parse_body(body, "{\"name\": \"...\", \"description\": \"...\"}")?;
-    Ok(created(st.central.add_group(&b.name, &b.description).await?))
+    Ok(created(
+        st.central.add_group(&b.name, &b.description).await?,
+    ))
 }
 
 async fn rm_group(State(st): S, Name(name): Name) -> Answered<Removed> {
@@ -644,9 +678,14 @@ async fn list_subclouds(State(st): S) -> Json<Vec<SubcloudView>> {
     Json(st.central.subclouds())
 }
 
-async fn add_subcloud(State(st): S, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn add_subcloud(
+    State(st): S,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let b: AddSubcloud = parse_body(body, "{\"name\": \"...\", \"group\": \"...\"}")?;
-    Ok(created(st.central.add_subcloud(&b.name, b.group.as_deref()).await?))
+    Ok(created(
+        st.central.add_subcloud(&b.name, b.group.as_deref()).await?,
+    ))
 }
 
 async fn get_subcloud(State(st): S, Name(name): Name) -> Answered<SubcloudView> {
@@ -686,7 +725,10 @@ async fn revoke_host(State(st): S, Name(name): Name) -> Answered<HostView> {
     Ok(Json(st.central.revoke_host(&name).await?))
 }
 
-async fn create_token(State(st): S, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn create_token(
+    State(st): S,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let b: CreateToken = parse_body(body, "{\"subcloud\": \"...\", \"ttl\": \"1h\"}")?;
     let ttl = match b.ttl.as_deref() {
         None | Some("") => DEFAULT_TOKEN_TTL,
@@ -705,7 +747,8 @@ async fn list_deployments(State(st): S) -> Json<Vec<Deployment>> {
 }
 
 async fn deploy(State(st): S, body: Result<Bytes, BytesRejection>) -> Answered<DeployResult> {
-    let b: DeployRequest = parse_body(body, "{\"set\": {WorkloadSet}, \"target\": \"group/NAME\"}")?;
+    let b: DeployRequest =
+        parse_body(body, "{\"set\": {WorkloadSet}, \"target\": \"group/NAME\"}")?;
     let t = target(&b.target)?;
     match st.central.deploy(b.set, t).await {
         Ok(r) => Ok(Json(r)),
@@ -746,7 +789,8 @@ async fn list_alarms(
             "subcloud" => f.subcloud = Some(v),
             "host" => f.host = Some(v),
             "severity" => {
-                f.severity = Some(Severity::from_str(&v).map_err(|e| ApiError::field("severity", e))?)
+                f.severity =
+                    Some(Severity::from_str(&v).map_err(|e| ApiError::field("severity", e))?)
             }
             _ => f.active = parse_bool("active", &v)?,
         }
@@ -772,9 +816,17 @@ async fn metrics(State(st): S) -> Response {
             ("{state=\"offline\"}", u64::from(s.hosts_offline)),
         ],
     );
-    gauge("central_subclouds", "Subclouds.", &[("", u64::from(s.subclouds))]);
+    gauge(
+        "central_subclouds",
+        "Subclouds.",
+        &[("", u64::from(s.subclouds))],
+    );
     gauge("central_groups", "Groups.", &[("", u64::from(s.groups))]);
-    gauge("central_deployments", "Deployments (set x target).", &[("", u64::from(s.deployments))]);
+    gauge(
+        "central_deployments",
+        "Deployments (set x target).",
+        &[("", u64::from(s.deployments))],
+    );
     gauge(
         "central_alarms_active",
         "Active alarms by severity.",
@@ -786,10 +838,26 @@ async fn metrics(State(st): S) -> Response {
         ],
     );
     for (name, help, v) in [
-        ("central_link_sessions_total", "Host link sessions opened.", &c.sessions),
-        ("central_link_refused_total", "Host link connections refused.", &c.refused),
-        ("central_heartbeats_total", "Heartbeats received.", &c.heartbeats),
-        ("central_pushes_total", "Desired states pushed to hosts.", &c.pushes),
+        (
+            "central_link_sessions_total",
+            "Host link sessions opened.",
+            &c.sessions,
+        ),
+        (
+            "central_link_refused_total",
+            "Host link connections refused.",
+            &c.refused,
+        ),
+        (
+            "central_heartbeats_total",
+            "Heartbeats received.",
+            &c.heartbeats,
+        ),
+        (
+            "central_pushes_total",
+            "Desired states pushed to hosts.",
+            &c.pushes,
+        ),
         ("central_store_commits_total", "Store commits.", &c.commits),
     ] {
         let _ = writeln!(
@@ -799,9 +867,11 @@ async fn metrics(State(st): S) -> Response {
         );
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
         .into_response()
 }
-

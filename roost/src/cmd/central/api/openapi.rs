@@ -45,16 +45,25 @@ pub fn statuses(r: &Route) -> BTreeMap<u16, String> {
         add(401, UNAUTHORIZED);
     }
     if r.body.is_some() {
-        add(400, "The body is empty or not valid JSON (the message gives the position)");
+        add(
+            400,
+            "The body is empty or not valid JSON (the message gives the position)",
+        );
         add(413, "The body is larger than 4 MiB");
-        add(422, "A field is wrong or unknown; `details` names each by its path");
+        add(
+            422,
+            "A field is wrong or unknown; `details` names each by its path",
+        );
     }
     if !path_params(r.path).is_empty() {
         add(400, "The path is not valid percent-encoded UTF-8");
     }
     if !r.query.is_empty() {
         add(400, "The query string is unreadable");
-        add(422, "A query parameter is wrong or unknown; `details` names it");
+        add(
+            422,
+            "A query parameter is wrong or unknown; `details` names it",
+        );
     }
     out
 }
@@ -80,8 +89,10 @@ fn operation(r: &Route, g: &mut schemars::SchemaGenerator) -> Value {
             match r.answer {
                 Answer::Json(_, s) => json!({"description": desc,
                     "content": {"application/json": {"schema": s(g).to_value()}}}),
-                Answer::Ndjson(s) => json!({"description": format!("{desc} (one JSON object a line)"),
-                    "content": {"application/x-ndjson": {"schema": s(g).to_value()}}}),
+                Answer::Ndjson(s) => {
+                    json!({"description": format!("{desc} (one JSON object a line)"),
+                    "content": {"application/x-ndjson": {"schema": s(g).to_value()}}})
+                }
                 Answer::Text => json!({"description": desc,
                     "content": {"text/plain": {"schema": {"type": "string"}}}}),
             }

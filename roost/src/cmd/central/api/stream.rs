@@ -3,7 +3,7 @@
 //! page up to now, then new events come from central's broadcast. A slow reader that
 //! falls behind the broadcast re-reads from the store, so no event is skipped.
 
-use super::{parse_bool, query_pairs, ApiError, Param, S, EVENT_PARAMS};
+use super::{parse_bool, query_pairs, ApiError, Param, EVENT_PARAMS, S};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

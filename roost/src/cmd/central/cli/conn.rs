@@ -90,7 +90,8 @@ impl Conn {
             Some(f) => Some(read("central's CA file", f)?),
             None => None,
         };
-        let client = Client::remote(&url, &token, ca.as_deref()).map_err(|e| CliError::Setting(e.to_string()))?;
+        let client = Client::remote(&url, &token, ca.as_deref())
+            .map_err(|e| CliError::Setting(e.to_string()))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -59,7 +59,9 @@ pub enum CliError {
         details: Vec<(String, String)>,
     },
     /// Central's answer is not what the API documents.
-    #[error("central answered {status} with a body that is not the expected JSON ({reason}): {body}")]
+    #[error(
+        "central answered {status} with a body that is not the expected JSON ({reason}): {body}"
+    )]
     Answer {
         /// HTTP status.
         status: u16,
@@ -454,7 +456,11 @@ fn subcloud(a: SubcloudArgs) -> Result<(), CliError> {
         }
         SubcloudCmd::Rm { name } => {
             let path = format!("/v1/subclouds/{}", seg(&name));
-            show(out, &remote.call(Method::DELETE, &path, None)?, render::removed)
+            show(
+                out,
+                &remote.call(Method::DELETE, &path, None)?,
+                render::removed,
+            )
         }
     }
 }
@@ -481,7 +487,11 @@ fn group(a: GroupArgs) -> Result<(), CliError> {
         }
         GroupCmd::Rm { name } => {
             let path = format!("/v1/groups/{}", seg(&name));
-            show(out, &remote.call(Method::DELETE, &path, None)?, render::removed)
+            show(
+                out,
+                &remote.call(Method::DELETE, &path, None)?,
+                render::removed,
+            )
         }
     }
 }
@@ -489,7 +499,11 @@ fn group(a: GroupArgs) -> Result<(), CliError> {
 fn host(a: HostArgs) -> Result<(), CliError> {
     let (remote, out) = (a.common.conn.remote()?, a.common.output);
     match a.cmd {
-        HostCmd::Ls => show(out, &remote.call(Method::GET, "/v1/hosts", None)?, render::hosts),
+        HostCmd::Ls => show(
+            out,
+            &remote.call(Method::GET, "/v1/hosts", None)?,
+            render::hosts,
+        ),
         HostCmd::Show { name } => {
             let path = format!("/v1/hosts/{}", seg(&name));
             show(out, &remote.call(Method::GET, &path, None)?, render::host)
@@ -533,11 +547,13 @@ fn read_set(file: &std::path::Path) -> Result<Value, CliError> {
     let name = file.display().to_string();
     let text = if file.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|e| CliError::Read {
-            what: "the workload set from",
-            path: "stdin".into(),
-            reason: e.to_string(),
-        })?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| CliError::Read {
+                what: "the workload set from",
+                path: "stdin".into(),
+                reason: e.to_string(),
+            })?;
         s
     } else {
         std::fs::read_to_string(file).map_err(|e| CliError::Read {
@@ -557,8 +573,7 @@ fn parse_set(name: &str, text: &str) -> Result<Value, CliError> {
     };
     let mut docs = Vec::new();
     for d in serde_yaml::Deserializer::from_str(text) {
-        let v = Value::deserialize(d)
-            .map_err(|e| input(format!("not valid YAML or JSON: {e}")))?;
+        let v = Value::deserialize(d).map_err(|e| input(format!("not valid YAML or JSON: {e}")))?;
         if !v.is_null() {
             docs.push(v);
         }
@@ -591,7 +606,11 @@ fn alarm(a: AlarmArgs) -> Result<(), CliError> {
         active,
     } = a.cmd;
     let mut q = Vec::new();
-    for (k, v) in [("subcloud", subcloud), ("host", host), ("severity", severity)] {
+    for (k, v) in [
+        ("subcloud", subcloud),
+        ("host", host),
+        ("severity", severity),
+    ] {
         if let Some(v) = v {
             q.push(format!("{k}={}", seg(&v)));
         }

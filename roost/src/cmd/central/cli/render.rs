@@ -146,7 +146,18 @@ pub fn subclouds(v: &Value, hosts: &Value) -> String {
         })
         .collect();
     table(
-        &["NAME", "GROUP", "MANAGEMENT", "AVAILABILITY", "SYNC", "HOSTS", "CRIT", "MAJ", "MIN", "LAST-SEEN"],
+        &[
+            "NAME",
+            "GROUP",
+            "MANAGEMENT",
+            "AVAILABILITY",
+            "SYNC",
+            "HOSTS",
+            "CRIT",
+            "MAJ",
+            "MIN",
+            "LAST-SEEN",
+        ],
         rows,
     )
 }
@@ -167,7 +178,14 @@ fn host_rows(list: &[Value]) -> Vec<Vec<String>> {
         .collect()
 }
 
-const HOST_HEADER: [&str; 6] = ["NAME", "SUBCLOUD", "AVAILABILITY", "SYNC", "ALARMS(C/M/m/W)", "LAST-SEEN"];
+const HOST_HEADER: [&str; 6] = [
+    "NAME",
+    "SUBCLOUD",
+    "AVAILABILITY",
+    "SYNC",
+    "ALARMS(C/M/m/W)",
+    "LAST-SEEN",
+];
 
 /// `subcloud show`.
 pub fn subcloud(v: &Value) -> String {
@@ -199,7 +217,10 @@ pub fn synced(name: &str, v: &Value) -> String {
     if hosts.is_empty() {
         format!("subcloud/{name}: no host online to push to\n")
     } else {
-        format!("subcloud/{name}: desired state pushed to {}\n", hosts.join(", "))
+        format!(
+            "subcloud/{name}: desired state pushed to {}\n",
+            hosts.join(", ")
+        )
     }
 }
 
@@ -214,7 +235,10 @@ pub fn groups(v: &Value, subs: &Value) -> String {
         .iter()
         .map(|g| {
             let name = s(g, "/name");
-            let k = arr(subs).iter().filter(|sc| s(sc, "/group") == name).count();
+            let k = arr(subs)
+                .iter()
+                .filter(|sc| s(sc, "/group") == name)
+                .count();
             vec![name.into(), k.to_string(), s(g, "/description").into()]
         })
         .collect();
@@ -250,7 +274,11 @@ pub fn host(v: &Value) -> String {
             .filter_map(Value::as_str)
             .collect();
         if !names.is_empty() {
-            out.push_str(&format!("{what}:{} {}\n", " ".repeat(14 - what.len() - 1), names.join(", ")));
+            out.push_str(&format!(
+                "{what}:{} {}\n",
+                " ".repeat(14 - what.len() - 1),
+                names.join(", ")
+            ));
         }
     }
     for e in arr(v.get("applyErrors").unwrap_or(&Value::Null)) {
@@ -272,7 +300,10 @@ pub fn host(v: &Value) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["WORKLOAD", "SET", "PHASE", "RESTARTS", "INSTANCE", "DIGEST"], rows));
+        out.push_str(&table(
+            &["WORKLOAD", "SET", "PHASE", "RESTARTS", "INSTANCE", "DIGEST"],
+            rows,
+        ));
     }
     out
 }
@@ -291,7 +322,11 @@ pub fn deployed(v: &Value) -> String {
         n(v, "/generation"),
         hosts.len(),
         if hosts.len() == 1 { "" } else { "s" },
-        if hosts.is_empty() { String::new() } else { format!(": {}", hosts.join(", ")) }
+        if hosts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", hosts.join(", "))
+        }
     )
 }
 
@@ -316,16 +351,26 @@ pub fn alarms(v: &Value) -> String {
                 s(a, "/code").into(),
                 s(a, "/entity").into(),
                 when(n(a, "/raisedMs")),
-                if a.get("clearedMs").is_some() { when(n(a, "/clearedMs")) } else { "active".into() },
+                if a.get("clearedMs").is_some() {
+                    when(n(a, "/clearedMs"))
+                } else {
+                    "active".into()
+                },
                 s(a, "/reason").into(),
             ]
         })
         .collect();
-    table(&["ID", "SEVERITY", "CODE", "ENTITY", "RAISED", "CLEARED", "REASON"], rows)
+    table(
+        &[
+            "ID", "SEVERITY", "CODE", "ENTITY", "RAISED", "CLEARED", "REASON",
+        ],
+        rows,
+    )
 }
 
 /// The header of `events`.
-pub const EVENT_HEADER: &str = "SEQ       TIME          KIND             SUBJECT                  MESSAGE";
+pub const EVENT_HEADER: &str =
+    "SEQ       TIME          KIND             SUBJECT                  MESSAGE";
 
 /// One event line.
 pub fn event(e: &Value) -> String {
