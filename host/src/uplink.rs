@@ -22,6 +22,42 @@ pub const RESTART_LOOP: usize = 3;
 /// The restart-loop window.
 pub const RESTART_WINDOW_MS: u64 = 5 * 60 * 1000;
 
+/// Memory pressure: less than this share of memory available.
+pub const MEMORY_PRESSURE_AVAILABLE: f64 = 0.10;
+/// Disk pressure: the state dir's file system fuller than this.
+pub const DISK_PRESSURE_USED: f64 = 0.90;
+/// How often the pressure checks run (and the alarms are re-sent if they changed).
+const PRESSURE_EVERY: Duration = Duration::from_secs(10);
+
+/// The share of memory available, from `/proc/meminfo` text.
+pub fn memory_available(meminfo: &str) -> Option<f64> {
+    let field = |k: &str| {
+        meminfo
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let (total, avail) = (field("MemTotal:")?, field("MemAvailable:")?);
+    (total > 0.0).then(|| avail / total)
+}
+
+/// The share of the file system holding `path` that is used.
+pub fn disk_used(path: &Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) writes into the zeroed struct we own; `c` is a valid C string
+    // that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
+        return None;
+    }
+    let used = st.f_blocks.saturating_sub(st.f_bfree) as f64;
+    let usable = used + st.f_bavail as f64;
+    (usable > 0.0).then(|| used / usable)
+}
+
 /// Is this one of central's workloads?
 pub fn owned(rec: &WorkloadRecord) -> bool {
     rec.workload
@@ -47,6 +83,7 @@ struct Book {
 pub struct SupervisorRuntime {
     sup: Arc<Supervisor>,
     host: String,
+    state_dir: PathBuf,
     book: Arc<Mutex<Book>>,
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -60,13 +97,28 @@ fn lock(b: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
 
 impl SupervisorRuntime {
     /// A runtime over `sup` for host `host`; starts a task that follows the event log.
-    pub fn new(sup: Arc<Supervisor>, host: &str) -> Arc<Self> {
+    pub fn new(sup: Arc<Supervisor>, host: &str, state_dir: &Path) -> Arc<Self> {
         let (changes, _) = tokio::sync::watch::channel(0u64);
         let rt = Arc::new(Self {
             sup,
             host: host.into(),
+            state_dir: state_dir.to_path_buf(),
             book: Arc::default(),
             changes,
+        });
+        // Pressure has no event: look every few seconds, report when it changes.
+        let me = Arc::downgrade(&rt);
+        tokio::spawn(async move {
+            let mut last = Vec::new();
+            loop {
+                tokio::time::sleep(PRESSURE_EVERY).await;
+                let Some(rt) = me.upgrade() else { return };
+                let now = rt.pressure();
+                if now != last {
+                    rt.changes.send_modify(|n| *n += 1);
+                    last = now;
+                }
+            }
         });
         let me = Arc::downgrade(&rt);
         let sub = rt.sup.events.subscribe(rt.sup.events.last_seq());
@@ -100,6 +152,39 @@ impl SupervisorRuntime {
 
     fn entity(&self, workload: &str) -> String {
         format!("host/{}/workload/{workload}", self.host)
+    }
+
+    /// The pressure alarms that hold now: (code, reason).
+    fn pressure(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if let Some(a) = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| memory_available(&m))
+        {
+            if a < MEMORY_PRESSURE_AVAILABLE {
+                v.push((
+                    "host.memory-pressure",
+                    format!(
+                        "{:.0}% of memory available (alarm below {:.0}%)",
+                        a * 100.0,
+                        MEMORY_PRESSURE_AVAILABLE * 100.0
+                    ),
+                ));
+            }
+        }
+        if let Some(u) = disk_used(&self.state_dir) {
+            if u > DISK_PRESSURE_USED {
+                v.push((
+                    "host.disk-pressure",
+                    format!(
+                        "the state dir's file system is {:.0}% full (alarm above {:.0}%)",
+                        u * 100.0,
+                        DISK_PRESSURE_USED * 100.0
+                    ),
+                ));
+            }
+        }
+        v
     }
 }
 
@@ -277,6 +362,18 @@ impl HostRuntime for SupervisorRuntime {
                 raised_ms: *raised,
             });
         }
+        for (code, reason) in self.pressure() {
+            let key = (code.to_string(), String::new());
+            let raised = *b.first_seen.entry(key.clone()).or_insert(now);
+            seen.insert(key);
+            out.push(RuntimeAlarm {
+                code: code.into(),
+                severity: "major".into(),
+                entity: format!("host/{}", self.host),
+                reason,
+                raised_ms: raised,
+            });
+        }
         b.first_seen.retain(|k, _| seen.contains(k));
         b.restarts.retain(|_, q| !q.is_empty());
         out
@@ -371,7 +468,7 @@ pub async fn start(
         (_, _, None) => return Ok(None),
     };
     let central = CentralAddr::parse(&url)?;
-    let rt = SupervisorRuntime::new(Arc::clone(sup), &name);
+    let rt = SupervisorRuntime::new(Arc::clone(sup), &name, state_dir);
     let link = Arc::new(Link::new(
         LinkConfig {
             central,
@@ -385,4 +482,27 @@ pub async fn start(
     tokio::spawn(Arc::clone(&link).run(stop));
     tracing::info!(central = %url, host = %name, "central link started");
     Ok(Some(link))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_pressure_reads_meminfo() {
+        let m = "MemTotal:       1000 kB\nMemFree:  10 kB\nMemAvailable:    50 kB\n";
+        assert_eq!(memory_available(m), Some(0.05));
+        assert_eq!(
+            memory_available("MemTotal: 0 kB\nMemAvailable: 0 kB\n"),
+            None
+        );
+        assert_eq!(memory_available("garbage"), None);
+    }
+
+    #[test]
+    fn disk_use_of_a_real_file_system() {
+        let u = disk_used(Path::new("/")).unwrap();
+        assert!((0.0..=1.0).contains(&u), "{u}");
+        assert_eq!(disk_used(Path::new("/nonexistent/x")), None);
+    }
 }

@@ -37,5 +37,6 @@ pub fn workspace_root() -> PathBuf {
 }
 pub mod container;
 pub mod daemon;
+pub mod fed;
 pub mod sched;
 pub mod vmm;
