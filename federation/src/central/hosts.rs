@@ -555,15 +555,15 @@ impl Central {
         };
         for (host, last) in silent {
             {
-                let mut st = self.lock();
-                let l = st.live.entry(host.clone()).or_default();
+                let st = self.lock();
                 // Heard from meanwhile: keep it.
-                if l.online && l.last_seen_ms != last {
+                if st
+                    .live
+                    .get(&host)
+                    .is_some_and(|l| l.online && l.last_seen_ms != last)
+                {
                     continue;
                 }
-                l.online = false;
-                l.session = None;
-                l.sync = Some(SyncState::Unknown);
             }
             let res = self
                 .write(|b| {
@@ -611,6 +611,51 @@ impl Central {
             if let Err(e) = res {
                 tracing::warn!(host, error = %e, "cannot record a host going offline");
             }
+            // Only now, with its alarm committed, is it shown offline: whoever sees it
+            // offline sees the alarm too.
+            let alive = {
+                let mut st = self.lock();
+                let l = st.live.entry(host.clone()).or_default();
+                if l.online && l.last_seen_ms != last {
+                    true
+                } else {
+                    l.online = false;
+                    l.session = None;
+                    l.sync = Some(SyncState::Unknown);
+                    false
+                }
+            };
+            // A heartbeat landed while the alarm was being committed: take it back.
+            if alive {
+                self.clear_offline(&host).await;
+            }
+        }
+    }
+
+    /// Clear a host's `host.offline` alarm, if one is active.
+    async fn clear_offline(&self, host: &str) {
+        let res = self
+            .write(|b| {
+                let key = (
+                    host.to_string(),
+                    HOST_OFFLINE.to_string(),
+                    format!("host/{host}"),
+                );
+                if let Some(a) = b.st.active.get(&key).and_then(|id| b.st.alarms.get(id)) {
+                    let mut a = a.clone();
+                    a.cleared_ms = Some(now_ms());
+                    b.push(Change::PutAlarm(a.clone()));
+                    b.event(
+                        "alarm-cleared",
+                        a.entity.clone(),
+                        format!("{} {}", a.code, a.id),
+                    );
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(host, error = %e, "cannot clear a host's offline alarm");
         }
     }
 
