@@ -51,6 +51,25 @@ fn fmt_time(ms: u64) -> String {
     )
 }
 
+/// Add the clearing of `host`'s active `host.offline` alarm, if any, to `b`.
+fn clear_offline_in(b: &mut super::Batch<'_>, host: &str) {
+    let key = (
+        host.to_string(),
+        HOST_OFFLINE.to_string(),
+        format!("host/{host}"),
+    );
+    if let Some(a) = b.st.active.get(&key).and_then(|id| b.st.alarms.get(id)) {
+        let mut a = a.clone();
+        a.cleared_ms = Some(now_ms());
+        b.event(
+            "alarm-cleared",
+            a.entity.clone(),
+            format!("{} {}", a.code, a.id),
+        );
+        b.push(Change::PutAlarm(a));
+    }
+}
+
 impl Central {
     /// Enroll a host with a one-time join token and a CSR for a key it made itself.
     /// Returns (certificate PEM, CA PEM, subcloud). A wrong, reused or expired token is
@@ -221,21 +240,7 @@ impl Central {
                     b.push(Change::PutHost(h));
                 }
             }
-            let key = (
-                host.to_string(),
-                HOST_OFFLINE.to_string(),
-                format!("host/{host}"),
-            );
-            if let Some(a) = b.st.active.get(&key).and_then(|id| b.st.alarms.get(id)) {
-                let mut a = a.clone();
-                a.cleared_ms = Some(now_ms());
-                b.push(Change::PutAlarm(a.clone()));
-                b.event(
-                    "alarm-cleared",
-                    a.entity.clone(),
-                    format!("{} {}", a.code, a.id),
-                );
-            }
+            clear_offline_in(b, host);
             b.event(
                 "host-online",
                 format!("host/{host}"),
@@ -636,21 +641,7 @@ impl Central {
     async fn clear_offline(&self, host: &str) {
         let res = self
             .write(|b| {
-                let key = (
-                    host.to_string(),
-                    HOST_OFFLINE.to_string(),
-                    format!("host/{host}"),
-                );
-                if let Some(a) = b.st.active.get(&key).and_then(|id| b.st.alarms.get(id)) {
-                    let mut a = a.clone();
-                    a.cleared_ms = Some(now_ms());
-                    b.push(Change::PutAlarm(a.clone()));
-                    b.event(
-                        "alarm-cleared",
-                        a.entity.clone(),
-                        format!("{} {}", a.code, a.id),
-                    );
-                }
+                clear_offline_in(b, host);
                 Ok(())
             })
             .await;

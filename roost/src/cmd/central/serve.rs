@@ -277,7 +277,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             });
         }
     });
-    wait_for_signal().await;
+    roost_host::daemon::wait_for_signal().await;
     tracing::info!("shutting down; hosts keep running their workloads");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), accept).await;
@@ -290,19 +290,4 @@ fn router(central: Arc<Central>, token: String) -> axum::Router {
     super::api::router(central, token)
         .route_service("/roost.link.v1.HostLink/Session", link.clone())
         .route_service("/roost.link.v1.HostLink/Enroll", link)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }
