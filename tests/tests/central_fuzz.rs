@@ -4,72 +4,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roost_host::client::Client;
-use roost_tests::roost_bin;
+use roost_tests::central::LoopbackCentral;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 struct Central {
-    dir: tempfile::TempDir,
-    child: Child,
+    c: LoopbackCentral,
     client: Client,
     rt: tokio::runtime::Runtime,
 }
 
 impl Central {
     fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("roost-cf")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let data = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("central.log")).unwrap();
-        let child = Command::new(roost_bin())
-            .args(["central", "--data-dir"])
-            .arg(&data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        let logf = dir.path().join("central.log");
-        while !std::fs::read_to_string(&logf)
-            .unwrap_or_default()
-            .contains("ready on")
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "central did not start:\n{}",
-                std::fs::read_to_string(&logf).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let token = std::fs::read_to_string(data.join("operator.token")).unwrap();
-        let ca = std::fs::read(data.join("ca.pem")).unwrap();
-        let client = Client::remote(
-            &format!("https://127.0.0.1:{port}"),
-            token.trim(),
-            Some(&ca),
-        )
-        .unwrap();
+        let c = LoopbackCentral::start();
+        let client = c.client();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        Self {
-            dir,
-            child,
-            client,
-            rt,
-        }
+        Self { c, client, rt }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Vec<u8>) {
@@ -82,14 +35,7 @@ impl Central {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("central.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Central {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.c.log()
     }
 }
 
@@ -259,14 +205,7 @@ fn random_requests_never_get_a_5xx() {
 #[test]
 fn every_route_needs_the_token_but_healthz() {
     let c = Central::start();
-    let port = c.client_port();
-    let ca = std::fs::read(c.dir.path().join("data/ca.pem")).unwrap();
-    let anon = Client::remote(
-        &format!("https://127.0.0.1:{port}"),
-        "wrong-token",
-        Some(&ca),
-    )
-    .unwrap();
+    let anon = c.c.client_with_token(Some("wrong-token"));
     for (m, p) in [
         ("GET", "/v1/status"),
         ("GET", "/v1/subclouds"),
@@ -343,7 +282,7 @@ fn openapi_document_lists_every_route_and_validates() {
         eprintln!("SKIPPED the external check: needs python3 with openapi-spec-validator (ci/deps.sh installs it)");
         return;
     }
-    let f = c.dir.path().join("openapi.json");
+    let f = c.c.dir.path().join("openapi.json");
     std::fs::write(&f, text).unwrap();
     let out = Command::new("python3")
         .args(["-c", "import json,sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('valid')"])
@@ -355,11 +294,4 @@ fn openapi_document_lists_every_route_and_validates() {
         "openapi-spec-validator rejected it:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-impl Central {
-    fn client_port(&self) -> u16 {
-        let a = std::fs::read_to_string(self.dir.path().join("data/address")).unwrap();
-        a.trim().rsplit(':').next().unwrap().parse().unwrap()
-    }
 }

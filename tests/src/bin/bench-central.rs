@@ -7,10 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use roost_host::client::Client;
+use roost_tests::central::LoopbackCentral;
 use roost_tests::daemon::Daemon;
-use roost_tests::roost_bin;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HOSTS: usize = 3;
@@ -21,14 +20,6 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn workload(name: &str) -> Value {
     json!({
         "apiVersion": "roost.dev/v1",
@@ -36,79 +27,6 @@ fn workload(name: &str) -> Value {
         "metadata": {"name": name},
         "spec": {"driver": "mock", "mock": {}, "resources": {"cpu": "10m", "memoryMiB": 4}}
     })
-}
-
-struct Central {
-    dir: tempfile::TempDir,
-    child: Child,
-    url: String,
-}
-
-impl Central {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("roost-c")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("central.log")).unwrap();
-        let child = Command::new(roost_bin())
-            .args(["central", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let c = Self {
-            dir,
-            child,
-            url: format!("https://127.0.0.1:{port}"),
-        };
-        let t = Instant::now();
-        while !c.log().contains("ready on") {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "central did not start:\n{}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        c
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("central.log")).unwrap_or_default()
-    }
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(roost_bin())
-            .arg("central")
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "roost central {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn client(&self) -> Client {
-        let data = self.dir.path().join("data");
-        let token = std::fs::read_to_string(data.join("operator.token")).unwrap();
-        let ca = std::fs::read(data.join("ca.pem")).unwrap();
-        Client::remote(&self.url, token.trim(), Some(&ca)).unwrap()
-    }
-}
-
-impl Drop for Central {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Wait until every host lists every name in `names` as running (or, with
@@ -161,7 +79,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let c = Central::start();
+    let c = LoopbackCentral::start();
     c.cli(&["subcloud", "add", "bench"]);
     let mut daemons = Vec::new();
     for i in 0..HOSTS {
