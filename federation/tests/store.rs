@@ -433,6 +433,19 @@ async fn failed_commit_leaves_nothing(db: &Db) {
     assert_eq!(s.load().await.unwrap(), before);
     assert_eq!(s.events_after(0, 10).await.unwrap(), vec![event(1)]);
 
+    // The same far into a large commit (past the PostgreSQL backend's pipeline chunk).
+    let mut big: Vec<Change> = (0..600)
+        .map(|n| Change::PutHost(host(&format!("h{n:03}"), "site-1", "01")))
+        .collect();
+    big[549] = Change::AppendEvent(event(1));
+    let err = s.commit(big).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("change 550 of 600 (append event seq 1)"),
+        "{text}"
+    );
+    assert_eq!(s.load().await.unwrap(), before);
+
     // A change that cannot be stored at all fails before anything is begun.
     let err = s
         .commit(vec![
