@@ -7,6 +7,8 @@
 //!   central) and its client side (in every host, behind [`link::HostRuntime`], which
 //!   the host daemon implements and a fleet simulator can implement in memory).
 //! - [`central`]: the controller's core: desired state, sync status, alarms, events.
+//! - [`strategy`]: orchestration strategies (rollouts across subclouds): their types
+//!   and checks (the engine is `central::rollout`).
 //!
 //! No HTTP framework or CLI parser here: the operator API's HTTP front end and the
 //! `roost central` verbs live in the `roost` binary.
@@ -16,3 +18,4 @@ pub mod link;
 pub mod model;
 pub mod pki;
 pub mod store;
+pub mod strategy;

@@ -32,9 +32,12 @@ pub struct Subcloud {
     pub group: String,
     /// Managed: central pushes desired state; unmanaged: status only.
     pub managed: bool,
-    /// Labels (for selectors in later rollouts).
+    /// Labels (strategies select subclouds by them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The Roost release its hosts should run (None: whatever they run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// Unix ms.
     pub created_ms: u64,
 }

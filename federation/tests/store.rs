@@ -176,6 +176,8 @@ both! {
     newer_schema_is_refused => sqlite_newer_schema_is_refused, postgres_newer_schema_is_refused;
     data_survives_reopen => sqlite_data_survives_reopen, postgres_data_survives_reopen;
     corrupt_body_is_named => sqlite_corrupt_body_is_named, postgres_corrupt_body_is_named;
+    strategies_and_steps_round_trip => sqlite_strategies_and_steps_round_trip,
+        postgres_strategies_and_steps_round_trip;
 }
 
 // ---- sample rows
@@ -194,6 +196,7 @@ fn subcloud(name: &str, group: &str) -> Subcloud {
         group: group.into(),
         managed: true,
         labels: BTreeMap::new(),
+        release: None,
         created_ms: 2_000,
     }
 }
@@ -322,6 +325,7 @@ async fn round_trips_every_table(db: &Db) {
             ("next-alarm".into(), "3".into()),
         ],
         last_event_seq: 1,
+        ..Snapshot::default()
     };
     assert_eq!(s.load().await.unwrap(), want);
     let active = "SELECT id || '=' || CASE WHEN active THEN 'active' ELSE 'cleared' END \
@@ -739,4 +743,81 @@ async fn postgres_errors_never_show_the_password() {
         let text = PostgresStore::connect(bad).await.unwrap_err().to_string();
         assert!(!text.contains("hunter2"), "{text}");
     }
+}
+
+fn strategy(name: &str) -> roost_federation::strategy::Strategy {
+    use roost_federation::strategy::*;
+    let req: StrategyRequest = serde_json::from_value(serde_json::json!({
+        "name": name, "release": "0.2.0", "group": "edge",
+        "maxFailures": "10%", "offline": "wait:30s", "canary": 1
+    }))
+    .unwrap();
+    Strategy {
+        name: name.into(),
+        change: StrategyChange::Release {
+            version: "0.2.0".into(),
+        },
+        target: req.target().unwrap(),
+        options: req.options().unwrap(),
+        state: StrategyState::Initial,
+        approved: false,
+        created_ms: 1,
+        started_ms: None,
+        finished_ms: None,
+        details: String::new(),
+    }
+}
+
+fn step(strategy: &str, subcloud: &str, order: u32) -> roost_federation::strategy::Step {
+    use roost_federation::strategy::*;
+    Step {
+        strategy: strategy.into(),
+        subcloud: subcloud.into(),
+        order,
+        state: StepState::Pending,
+        started_ms: None,
+        finished_ms: None,
+        waiting_since_ms: None,
+        details: String::new(),
+        previous: Some(Previous::Deployment(Some(deployment(
+            "web",
+            Target::Subcloud(subcloud.into()),
+            3,
+        )))),
+    }
+}
+
+async fn strategies_and_steps_round_trip(db: &Db) {
+    use roost_federation::strategy::StepState;
+    let s = db.open().await.unwrap();
+    let (r1, r2) = (strategy("r1"), strategy("r2"));
+    let steps = vec![
+        step("r1", "s1", 0),
+        step("r1", "s2", 1),
+        step("r2", "s3", 0),
+    ];
+    let mut changes = vec![
+        Change::PutStrategy(r1.clone()),
+        Change::PutStrategy(r2.clone()),
+    ];
+    changes.extend(steps.iter().cloned().map(Change::PutStep));
+    s.commit(changes).await.unwrap();
+    let snap = s.load().await.unwrap();
+    assert_eq!(snap.strategies, vec![r1.clone(), r2.clone()]);
+    assert_eq!(snap.steps, steps);
+
+    // A step replaced by key; a strategy removed with its steps.
+    let mut moved = steps[1].clone();
+    moved.state = StepState::RolledBack;
+    moved.details = "failed; rolled back".into();
+    s.commit(vec![
+        Change::PutStep(moved.clone()),
+        Change::DeleteStrategySteps("r2".into()),
+        Change::DeleteStrategy("r2".into()),
+    ])
+    .await
+    .unwrap();
+    let snap = s.load().await.unwrap();
+    assert_eq!(snap.strategies, vec![r1]);
+    assert_eq!(snap.steps, vec![steps[0].clone(), moved]);
 }

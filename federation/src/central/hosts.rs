@@ -249,6 +249,7 @@ impl Central {
             Ok(())
         })
         .await?;
+        self.rollout_wake.notify_one();
         let (welcome, managed) = {
             let st = self.lock();
             let sc = st
@@ -346,8 +347,14 @@ impl Central {
                 self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
                 self.send(host, Out::Ack(proto::HeartbeatAck { seq: hb.seq }));
             }
-            Some(Body::Report(r)) => self.on_report(host, r).await,
-            Some(Body::Alarms(a)) => self.on_alarms(host, a.active).await,
+            Some(Body::Report(r)) => {
+                self.on_report(host, r).await;
+                self.rollout_wake.notify_one();
+            }
+            Some(Body::Alarms(a)) => {
+                self.on_alarms(host, a.active).await;
+                self.rollout_wake.notify_one();
+            }
             Some(Body::Applied(a)) => {
                 let mut st = self.lock();
                 if let Some(l) = st.live.get_mut(host) {

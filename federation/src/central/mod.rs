@@ -9,7 +9,9 @@
 
 mod hosts;
 mod ops;
+mod rollout;
 mod state;
+mod strategies;
 mod views;
 
 pub use state::SyncState;
@@ -155,6 +157,11 @@ pub struct Central {
     writer: tokio::sync::Mutex<()>,
     events: tokio::sync::broadcast::Sender<Event>,
     started_ms: u64,
+    /// Wakes the strategy engine (a report, alarms, a host online, an operator verb).
+    rollout_wake: tokio::sync::Notify,
+    /// Steps in flight: since when each has been healthy (memory only: a restarted
+    /// central judges `minHealthy` afresh).
+    healthy: Mutex<std::collections::HashMap<(String, String), u64>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -193,13 +200,16 @@ impl Central {
             writer: tokio::sync::Mutex::new(()),
             events,
             started_ms: now_ms(),
+            rollout_wake: tokio::sync::Notify::new(),
+            healthy: Mutex::new(std::collections::HashMap::new()),
             counters: Counters::default(),
         });
         c.ensure_default_group().await?;
         Ok(c)
     }
 
-    /// Start the offline watchdog and the reconcile loop; they stop when `stop` fires.
+    /// Start the offline watchdog, the reconcile loop and the strategy engine; they
+    /// stop when `stop` fires.
     pub fn spawn_loops(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let c = Arc::clone(self);
         let mut s1 = stop.clone();
@@ -213,6 +223,7 @@ impl Central {
                 }
             }
         });
+        tokio::spawn(Arc::clone(self).rollout_loop(stop.clone()));
         let c = Arc::clone(self);
         let mut s2 = stop;
         tokio::spawn(async move {

@@ -19,6 +19,39 @@ pub const TOKEN_TTL_MIN: Duration = Duration::from_secs(1);
 /// Join token lifetime bounds.
 pub const TOKEN_TTL_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Two sets naming one workload for one host: the refusal, naming both. The same set
+/// at another target is no conflict (the more specific target overrides).
+pub(crate) fn set_conflict(
+    st: &super::state::State,
+    name: &str,
+    target: &Target,
+    names: &BTreeSet<&str>,
+) -> Option<String> {
+    for d in st.deployments.values() {
+        if d.d.set == name || !st.overlap(&d.d.target, target) {
+            continue;
+        }
+        let shared: Vec<&str> = d
+            .items
+            .iter()
+            .map(|(n, _, _)| n.as_str())
+            .filter(|n| names.contains(n))
+            .collect();
+        if !shared.is_empty() {
+            return Some(format!(
+                "set `{name}` at {target} and set `{}` at {} both name workload{} {} for the \
+                 same hosts; rename one or undeploy `{}` first",
+                d.d.set,
+                d.d.target,
+                if shared.len() > 1 { "s" } else { "" },
+                shared.join(", "),
+                d.d.set
+            ));
+        }
+    }
+    None
+}
+
 fn name_field(field: &str, name: &str) -> Result<(), CentralError> {
     check_name(name).map_err(|e| CentralError::field(field, e))
 }
@@ -132,6 +165,7 @@ impl Central {
                 group: group.into(),
                 managed: true,
                 labels: BTreeMap::new(),
+                release: None,
                 created_ms: now_ms(),
             }));
             b.event(
@@ -368,32 +402,11 @@ impl Central {
         let tkey = target.to_string();
         let (result, hosts) = self
             .write(|b| {
-                b.st.target_exists(&target).map_err(|e| CentralError::field("target", e))?;
+                b.st.target_exists(&target)
+                    .map_err(|e| CentralError::field("target", e))?;
                 let names: BTreeSet<&str> = workloads.iter().filter_map(workload_name).collect();
-                // Two sets naming one workload for one host: refused, naming both.
-                for d in b.st.deployments.values() {
-                    if d.d.set == name && d.d.target == target {
-                        continue;
-                    }
-                    if !b.st.overlap(&d.d.target, &target) {
-                        continue;
-                    }
-                    let shared: Vec<&str> = d
-                        .items
-                        .iter()
-                        .map(|(n, _, _)| n.as_str())
-                        .filter(|n| names.contains(n))
-                        .collect();
-                    if !shared.is_empty() {
-                        return Err(CentralError::Conflict(format!(
-                            "set `{name}` at {target} and set `{}` at {} both name workload{} {} for the same hosts; rename one or undeploy `{}` first",
-                            d.d.set,
-                            d.d.target,
-                            if shared.len() > 1 { "s" } else { "" },
-                            shared.join(", "),
-                            d.d.set
-                        )));
-                    }
+                if let Some(e) = set_conflict(b.st, &name, &target, &names) {
+                    return Err(CentralError::Conflict(e));
                 }
                 let old = b.st.deployments.get(&(name.clone(), tkey.clone()));
                 let (generation, result) = match old {
@@ -413,7 +426,11 @@ impl Central {
                     b.event(
                         "deployed",
                         format!("set/{name}@{target}"),
-                        format!("generation {generation}, {} workloads, {} hosts", workloads.len(), hosts.len()),
+                        format!(
+                            "generation {generation}, {} workloads, {} hosts",
+                            workloads.len(),
+                            hosts.len()
+                        ),
                     );
                 }
                 Ok(((generation, result), hosts))
@@ -503,7 +520,10 @@ impl Central {
     }
 
     /// Check a set and return its workloads normalised, labelled and in name order.
-    fn check_set(&self, set: &WorkloadSet) -> Result<Vec<serde_json::Value>, CentralError> {
+    pub(crate) fn check_set(
+        &self,
+        set: &WorkloadSet,
+    ) -> Result<Vec<serde_json::Value>, CentralError> {
         let mut problems = Vec::new();
         let mut p = |field: String, message: String| problems.push(FieldProblem { field, message });
         if set.api_version != "roost.dev/v1" {

@@ -4,6 +4,7 @@
 use crate::link::{desired_digest, proto, spec_digest, workload_name};
 use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Subcloud, Target};
 use crate::store::{Change, Snapshot};
+use crate::strategy::{Step, Strategy};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// How many events stay in memory for streams that resume from a recent cursor.
@@ -91,6 +92,36 @@ pub(crate) struct Live {
     pub sync: Option<SyncState>,
 }
 
+/// A strategy and its steps (in order), with an index by subcloud.
+#[derive(Debug, Clone)]
+pub(crate) struct StrategyRt {
+    pub s: Strategy,
+    pub steps: Vec<Step>,
+    pub index: HashMap<String, usize>,
+}
+
+impl StrategyRt {
+    fn put_step(&mut self, step: Step) {
+        if let Some(i) = self.index.get(&step.subcloud) {
+            if let Some(slot) = self.steps.get_mut(*i) {
+                *slot = step;
+                return;
+            }
+        }
+        let at = self.steps.partition_point(|s| s.order < step.order);
+        self.steps.insert(at, step);
+        self.reindex();
+    }
+    fn reindex(&mut self) {
+        self.index = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.subcloud.clone(), i))
+            .collect();
+    }
+}
+
 /// Everything central holds in memory.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -102,6 +133,7 @@ pub(crate) struct State {
     pub alarms: HashMap<String, Alarm>,
     /// Active alarms by (host, code, entity) → id.
     pub active: HashMap<(String, String, String), String>,
+    pub strategies: BTreeMap<String, StrategyRt>,
     pub meta: HashMap<String, String>,
     pub last_seq: u64,
     pub recent: VecDeque<Event>,
@@ -133,6 +165,25 @@ impl State {
         }
         for a in s.alarms {
             st.put_alarm(a);
+        }
+        for x in s.strategies {
+            st.strategies.insert(
+                x.name.clone(),
+                StrategyRt {
+                    s: x,
+                    steps: Vec::new(),
+                    index: HashMap::new(),
+                },
+            );
+        }
+        for step in s.steps {
+            if let Some(rt) = st.strategies.get_mut(&step.strategy) {
+                rt.steps.push(step);
+            }
+        }
+        for rt in st.strategies.values_mut() {
+            rt.steps.sort_by_key(|s| s.order);
+            rt.reindex();
         }
         st.meta = s.meta.into_iter().collect();
         st
@@ -171,6 +222,29 @@ impl State {
             Change::PutAlarm(a) => self.put_alarm(a),
             Change::AppendEvent(e) => self.remember_event(e),
             Change::PutMeta { key, value } => drop(self.meta.insert(key, value)),
+            Change::PutStrategy(x) => match self.strategies.get_mut(&x.name) {
+                Some(rt) => rt.s = x,
+                None => drop(self.strategies.insert(
+                    x.name.clone(),
+                    StrategyRt {
+                        s: x,
+                        steps: Vec::new(),
+                        index: HashMap::new(),
+                    },
+                )),
+            },
+            Change::DeleteStrategy(n) => drop(self.strategies.remove(&n)),
+            Change::DeleteStrategySteps(n) => {
+                if let Some(rt) = self.strategies.get_mut(&n) {
+                    rt.steps.clear();
+                    rt.index.clear();
+                }
+            }
+            Change::PutStep(step) => {
+                if let Some(rt) = self.strategies.get_mut(&step.strategy) {
+                    rt.put_step(step);
+                }
+            }
         }
     }
 
@@ -240,11 +314,28 @@ impl State {
             .collect()
     }
 
-    /// The deployments that make up a host's desired state.
-    pub fn deployments_for<'a>(&'a self, h: &'a Host) -> impl Iterator<Item = &'a Deployed> + 'a {
-        self.deployments
+    /// The deployments that make up a host's desired state: of each set, the most
+    /// specific deployment covering the host (host over subcloud over group), so a
+    /// subcloud-level deployment of a set (a rollout's step, or an operator's
+    /// override) replaces its group-level one there.
+    pub fn deployments_for<'a>(&'a self, h: &'a Host) -> Vec<&'a Deployed> {
+        let mut by_set: BTreeMap<&str, &Deployed> = BTreeMap::new();
+        for d in self
+            .deployments
             .values()
-            .filter(move |d| self.covers(&d.d.target, h))
+            .filter(|d| self.covers(&d.d.target, h))
+        {
+            let rank = |t: &Target| match t {
+                Target::Group(_) => 0,
+                Target::Subcloud(_) => 1,
+                Target::Host(_) => 2,
+            };
+            match by_set.get(d.d.set.as_str()) {
+                Some(o) if rank(&o.d.target) >= rank(&d.d.target) => {}
+                _ => drop(by_set.insert(d.d.set.as_str(), d)),
+            }
+        }
+        by_set.into_values().collect()
     }
 
     /// A host's desired state: (name → (digest, json)) and its digest.

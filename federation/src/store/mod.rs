@@ -8,6 +8,7 @@
 //! crash.
 
 use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Subcloud};
+use crate::strategy::{Step, Strategy};
 
 mod postgres;
 mod schema;
@@ -46,6 +47,14 @@ pub enum Change {
     PutAlarm(Alarm),
     /// Append to the event log (its `seq` is given by the caller and must grow).
     AppendEvent(Event),
+    /// Insert or replace a strategy (by name; its steps apart).
+    PutStrategy(Strategy),
+    /// Remove a strategy (its steps: [`Change::DeleteStrategySteps`]).
+    DeleteStrategy(String),
+    /// Remove every step of a strategy.
+    DeleteStrategySteps(String),
+    /// Insert or replace a step (by strategy and subcloud).
+    PutStep(Step),
     /// Set a meta value (counters).
     PutMeta {
         /// Key.
@@ -70,6 +79,10 @@ pub struct Snapshot {
     pub deployments: Vec<Deployment>,
     /// Alarms (active and cleared).
     pub alarms: Vec<Alarm>,
+    /// Strategies.
+    pub strategies: Vec<Strategy>,
+    /// Their steps (every strategy's, sorted by strategy then subcloud).
+    pub steps: Vec<Step>,
     /// Meta values.
     pub meta: Vec<(String, String)>,
     /// The highest event seq stored (0 = none).

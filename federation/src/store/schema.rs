@@ -12,6 +12,7 @@
 
 use super::{Change, Snapshot, StoreError};
 use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Subcloud};
+use crate::strategy::{Step, Strategy};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -33,7 +34,8 @@ pub(crate) const BOOTSTRAP: &str = schema_migrations_ddl!();
 /// Every migration, oldest first: (version, SQL). A migration is applied in its own
 /// transaction together with its `schema_migrations` row. Never edit a released
 /// entry; add a new version instead.
-pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(
+pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
+    (
     1,
     concat!(
         schema_migrations_ddl!(),
@@ -56,7 +58,20 @@ pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(
         "CREATE TABLE events (seq BIGINT PRIMARY KEY, time_ms BIGINT NOT NULL, body TEXT NOT NULL);\n",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n",
     ),
-)];
+    ),
+    (
+        2,
+        concat!(
+            "CREATE TABLE strategies (name TEXT PRIMARY KEY, body TEXT NOT NULL);\n",
+            "CREATE TABLE strategy_steps (\n",
+            "    strategy TEXT NOT NULL,\n",
+            "    subcloud TEXT NOT NULL,\n",
+            "    body TEXT NOT NULL,\n",
+            "    PRIMARY KEY (strategy, subcloud)\n",
+            ");\n",
+        ),
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub(crate) fn newest_version() -> u32 {
@@ -125,11 +140,15 @@ pub(crate) enum Stmt {
     PutAlarm,
     AppendEvent,
     PutMeta,
+    PutStrategy,
+    DeleteStrategy,
+    DeleteStrategySteps,
+    PutStep,
 }
 
 impl Stmt {
     /// Every statement, in declaration order (`ALL[s as usize] == s`).
-    pub(crate) const ALL: [Stmt; 12] = [
+    pub(crate) const ALL: [Stmt; 16] = [
         Self::PutGroup,
         Self::DeleteGroup,
         Self::PutSubcloud,
@@ -142,6 +161,10 @@ impl Stmt {
         Self::PutAlarm,
         Self::AppendEvent,
         Self::PutMeta,
+        Self::PutStrategy,
+        Self::DeleteStrategy,
+        Self::DeleteStrategySteps,
+        Self::PutStep,
     ];
 
     /// The statement's SQL.
@@ -183,6 +206,16 @@ impl Stmt {
                 "INSERT INTO meta (key, value) VALUES ($1, $2) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value"
             }
+            Self::PutStrategy => {
+                "INSERT INTO strategies (name, body) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET body = excluded.body"
+            }
+            Self::DeleteStrategy => "DELETE FROM strategies WHERE name = $1",
+            Self::DeleteStrategySteps => "DELETE FROM strategy_steps WHERE strategy = $1",
+            Self::PutStep => {
+                "INSERT INTO strategy_steps (strategy, subcloud, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (strategy, subcloud) DO UPDATE SET body = excluded.body"
+            }
         }
     }
 }
@@ -202,6 +235,10 @@ pub(crate) fn describe(change: &Change) -> String {
         Change::PutAlarm(a) => format!("put alarm {}", a.id),
         Change::AppendEvent(e) => format!("append event seq {}", e.seq),
         Change::PutMeta { key, .. } => format!("put meta {key}"),
+        Change::PutStrategy(st) => format!("put strategy {}", st.name),
+        Change::DeleteStrategy(n) => format!("delete strategy {n}"),
+        Change::DeleteStrategySteps(n) => format!("delete the steps of strategy {n}"),
+        Change::PutStep(st) => format!("put step {}/{}", st.strategy, st.subcloud),
     }
 }
 
@@ -268,6 +305,20 @@ pub(crate) fn bind(
             ],
         ),
         Change::PutMeta { key, value } => (Stmt::PutMeta, vec![text(key), text(value)]),
+        Change::PutStrategy(st) => (
+            Stmt::PutStrategy,
+            vec![text(&st.name), encode(backend, "strategy", st)?],
+        ),
+        Change::DeleteStrategy(n) => (Stmt::DeleteStrategy, vec![text(n)]),
+        Change::DeleteStrategySteps(n) => (Stmt::DeleteStrategySteps, vec![text(n)]),
+        Change::PutStep(st) => (
+            Stmt::PutStep,
+            vec![
+                text(&st.strategy),
+                text(&st.subcloud),
+                encode(backend, "strategy step", st)?,
+            ],
+        ),
     })
 }
 
@@ -323,11 +374,13 @@ pub(crate) enum Table {
     Deployments,
     Alarms,
     Meta,
+    Strategies,
+    Steps,
 }
 
 impl Table {
     /// Every table a snapshot reads (events are read apart).
-    pub(crate) const ALL: [Table; 7] = [
+    pub(crate) const ALL: [Table; 9] = [
         Self::Groups,
         Self::Subclouds,
         Self::Hosts,
@@ -335,6 +388,8 @@ impl Table {
         Self::Deployments,
         Self::Alarms,
         Self::Meta,
+        Self::Strategies,
+        Self::Steps,
     ];
 
     /// The table's SQL name.
@@ -347,6 +402,8 @@ impl Table {
             Self::Deployments => "deployments",
             Self::Alarms => "alarms",
             Self::Meta => "meta",
+            Self::Strategies => "strategies",
+            Self::Steps => "strategy_steps",
         }
     }
 
@@ -361,6 +418,9 @@ impl Table {
             Self::Deployments => "SELECT set_name || '@' || target, body FROM deployments",
             Self::Alarms => "SELECT id, body FROM alarms",
             Self::Meta => "SELECT key, value FROM meta",
+            Self::Strategies => "SELECT name, body FROM strategies",
+            // `/` sorts before every name character, so steps group by strategy.
+            Self::Steps => "SELECT strategy || '/' || subcloud, body FROM strategy_steps",
         }
     }
 }
@@ -395,6 +455,8 @@ pub(crate) fn decode_snapshot(
             }
             Table::Alarms => snap.alarms = decode_rows::<Alarm>(backend, table, rows)?,
             Table::Meta => snap.meta = rows,
+            Table::Strategies => snap.strategies = decode_rows::<Strategy>(backend, table, rows)?,
+            Table::Steps => snap.steps = decode_rows::<Step>(backend, table, rows)?,
         }
     }
     Ok(snap)
