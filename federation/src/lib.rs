@@ -17,5 +17,6 @@ pub mod central;
 pub mod link;
 pub mod model;
 pub mod pki;
+pub mod sim;
 pub mod store;
 pub mod strategy;

@@ -24,6 +24,8 @@ enum Command {
     Central(cmd::central::CentralArgs),
     /// Run one VM's monitor process (one-shot with --kernel, or API mode with --api-sock).
     Vmm(cmd::vmm::VmmArgs),
+    /// Simulate many hosts against a central (real link protocol, in-memory runtimes).
+    Sim(cmd::sim::SimArgs),
     /// Measure wake-up latency and response time (a cyclictest-style probe).
     Probe(cmd::probe::ProbeArgs),
     /// Create or update workloads from a spec file (YAML or JSON).
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Central(a) => cmd::central::run(a),
         Command::Vmm(a) => cmd::vmm::run(a),
         Command::Probe(a) => cmd::probe::run(a),
+        Command::Sim(a) => cmd::sim::run(a),
         Command::Image(a) => cmd::image::run(a),
         Command::Exec(a) => cmd::exec::run(a),
         Command::Apply(a) => cmd::client::apply(a),

@@ -7,6 +7,7 @@ pub mod host;
 pub mod host_config;
 pub mod image;
 pub mod probe;
+pub mod sim;
 pub mod vmm;
 
 /// An error and its causes on one line: `what failed: because: because`.

@@ -8,6 +8,7 @@
 //!   ([`openapi`]) are both built from it, so they cannot drift apart.
 
 mod openapi;
+mod strategies;
 mod stream;
 
 use axum::body::Bytes;
@@ -24,6 +25,7 @@ use roost_federation::central::{
     SubcloudView, TokenCreated,
 };
 use roost_federation::model::{Alarm, Deployment, Group, Severity, Target, WorkloadSet};
+use roost_federation::strategy::{StrategyRequest, StrategyView};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -264,6 +266,11 @@ pub static ROUTES: &[Route] = &[
         post(sync),
         answer: Answer::Json(200, schema::<Synced>),
         errors: &[NOT_FOUND, (409, "The subcloud is unmanaged")]),
+    route!(Post "/v1/subclouds/{name}/labels" "labelSubcloud" "Set and remove a subcloud's labels",
+        post(strategies::label),
+        body: Some(schema::<strategies::LabelRequest>),
+        answer: Answer::Json(200, schema::<SubcloudView>),
+        errors: &[NOT_FOUND, INVALID, STORE]),
     route!(Get "/v1/hosts" "listHosts" "Every enrolled host", get(list_hosts),
         answer: Answer::Json(200, schema::<Vec<HostView>>)),
     route!(Get "/v1/hosts/{name}" "getHost" "One host with its workloads", get(get_host),
@@ -289,6 +296,34 @@ pub static ROUTES: &[Route] = &[
         body: Some(schema::<UndeployRequest>),
         answer: Answer::Json(200, schema::<DeployResult>),
         errors: &[(404, "The set is not deployed there"), INVALID, STORE]),
+    route!(Get "/v1/strategies" "listStrategies" "Every strategy with its progress (no steps)",
+        get(strategies::list),
+        answer: Answer::Json(200, schema::<Vec<StrategyView>>)),
+    route!(Post "/v1/strategies" "createStrategy" "Create a strategy (state initial)",
+        post(strategies::create),
+        body: Some(schema::<StrategyRequest>),
+        answer: Answer::Json(201, schema::<StrategyView>),
+        errors: &[(409, "The name is taken, or a running strategy covers some of the same subclouds (named)"), INVALID, STORE]),
+    route!(Get "/v1/strategies/{name}" "getStrategy" "One strategy with every step",
+        get(strategies::show),
+        answer: Answer::Json(200, schema::<StrategyView>),
+        errors: &[NOT_FOUND]),
+    route!(Delete "/v1/strategies/{name}" "removeStrategy" "Remove a strategy that is not running",
+        delete(strategies::remove),
+        answer: Answer::Json(200, schema::<Removed>),
+        errors: &[NOT_FOUND, (409, "The strategy is running: abort it first"), STORE]),
+    route!(Post "/v1/strategies/{name}/apply" "applyStrategy" "Start an initial strategy",
+        post(strategies::apply),
+        answer: Answer::Json(200, schema::<StrategyView>),
+        errors: &[NOT_FOUND, (409, "The strategy is not initial"), STORE]),
+    route!(Post "/v1/strategies/{name}/approve" "approveStrategy" "Approve the canary and continue",
+        post(strategies::approve),
+        answer: Answer::Json(200, schema::<StrategyView>),
+        errors: &[NOT_FOUND, (409, "Nothing to approve"), STORE]),
+    route!(Post "/v1/strategies/{name}/abort" "abortStrategy" "Start no new steps; the ones in flight finish",
+        post(strategies::abort),
+        answer: Answer::Json(200, schema::<StrategyView>),
+        errors: &[NOT_FOUND, (409, "The strategy has ended"), STORE]),
     route!(Get "/v1/alarms" "listAlarms" "Alarms, newest first", get(list_alarms),
         query: ALARM_PARAMS,
         answer: Answer::Json(200, schema::<Vec<Alarm>>),

@@ -5,6 +5,7 @@
 
 mod conn;
 mod render;
+mod strategy;
 
 pub use conn::Conn;
 
@@ -136,6 +137,8 @@ pub enum CentralCmd {
     Alarm(AlarmArgs),
     /// Central's event log (resumable with --cursor; -f keeps following).
     Events(EventsArgs),
+    /// Orchestration strategies: roll a set or a release across subclouds.
+    Strategy(strategy::StrategyArgs),
 }
 
 /// `subcloud`.
@@ -184,6 +187,14 @@ pub enum SubcloudCmd {
     Rm {
         /// Subcloud name.
         name: String,
+    },
+    /// Set labels (`k=v`) and remove them (`k-`); strategies select subclouds by them.
+    Label {
+        /// Subcloud name.
+        name: String,
+        /// `key=value` to set, `key-` to remove.
+        #[arg(required = true)]
+        labels: Vec<String>,
     },
 }
 
@@ -358,6 +369,7 @@ fn dispatch(cmd: CentralCmd) -> Result<(), CliError> {
         }
         CentralCmd::Alarm(a) => alarm(a),
         CentralCmd::Events(a) => events(a),
+        CentralCmd::Strategy(a) => strategy::run(a),
     }
 }
 
@@ -453,6 +465,26 @@ fn subcloud(a: SubcloudArgs) -> Result<(), CliError> {
             }
             print!("{}", render::synced(&name, &parse(&body)?));
             Ok(())
+        }
+        SubcloudCmd::Label { name, labels } => {
+            let mut set = serde_json::Map::new();
+            let mut remove = Vec::new();
+            for l in labels {
+                if let Some((k, v)) = l.split_once('=') {
+                    set.insert(k.to_string(), Value::String(v.to_string()));
+                } else if let Some(k) = l.strip_suffix('-') {
+                    remove.push(Value::String(k.to_string()));
+                } else {
+                    return Err(CliError::Setting(format!(
+                        "label `{l}`: write `key=value` to set a label or `key-` to remove it"
+                    )));
+                }
+            }
+            let path = format!("/v1/subclouds/{}/labels", seg(&name));
+            let req = json!({"set": set, "remove": remove});
+            show(out, &remote.call(Method::POST, &path, Some(req))?, |v| {
+                render::subcloud_line(v, "labelled")
+            })
         }
         SubcloudCmd::Rm { name } => {
             let path = format!("/v1/subclouds/{}", seg(&name));
