@@ -45,3 +45,8 @@ bench-api:
 # A 10-workload set to 3 hosts through central vs straight to each host's API, 20 rounds interleaved.
 bench-central:
 	@ci/bench-central.sh
+
+.PHONY: bench-rollout
+# A set rolled by a strategy to 100 simulated subclouds (max-parallel 10, 1 s apply) vs the ideal.
+bench-rollout:
+	@ci/bench-rollout.sh
