@@ -132,7 +132,9 @@ impl SupervisorRuntime {
                 };
                 let Some(rt) = me.upgrade() else { return };
                 if let Some(e) = e {
-                    if e.kind == "starting" && e.instance.unwrap_or(0) > 1 {
+                    // A restart is the restart policy's decision (`backoff`), not
+                    // any new instance: an update central asked for starts one too.
+                    if e.kind == "backoff" {
                         let mut b = lock(&rt.book);
                         let q = b.restarts.entry(e.workload.clone()).or_default();
                         q.push_back(e.time_ms);

@@ -205,13 +205,19 @@ impl Fleet {
         .await;
     }
 
+    /// Write `set` as YAML into central's test dir as `TAG.yaml`; its path.
+    pub fn set_file(&self, tag: &str, set: &Value) -> String {
+        let file = self.central.p.dir.path().join(format!("{tag}.yaml"));
+        std::fs::write(&file, serde_yaml::to_string(set).unwrap()).unwrap();
+        file.to_str().unwrap().to_string()
+    }
+
     /// `roost central deploy -f FILE --target TARGET` of `set` (written as YAML).
     pub async fn deploy(&self, set: &Value, target: &str) -> String {
         let name = set["metadata"]["name"].as_str().unwrap();
-        let file = self.central.p.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&file, serde_yaml::to_string(set).unwrap()).unwrap();
+        let file = self.set_file(name, set);
         self.central
-            .cli_ok(&["deploy", "-f", file.to_str().unwrap(), "--target", target])
+            .cli_ok(&["deploy", "-f", &file, "--target", target])
             .await
     }
 
