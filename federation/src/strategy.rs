@@ -489,9 +489,11 @@ pub struct StrategyRequest {
     /// Subclouds whose labels match `k=v,k2!=v2,k3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// `serial` or `parallel` (default parallel).
+    /// `serial` or `parallel` (default parallel). Text, checked with the other
+    /// fields, so one bad value does not hide the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apply_type: Option<ApplyType>,
+    #[schemars(with = "Option<ApplyType>")]
+    pub apply_type: Option<String>,
     /// The rolling window of a parallel strategy, 1–10,000 (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallel: Option<u32>,
@@ -500,10 +502,12 @@ pub struct StrategyRequest {
     pub stop_on_failure: Option<bool>,
     /// Tolerate this many failed subclouds (`3` or `10%`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_failures: Option<MaxFailures>,
+    #[schemars(with = "Option<MaxFailures>")]
+    pub max_failures: Option<String>,
     /// `skip` (default), `fail` or `wait:DURATION`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offline: Option<OfflinePolicy>,
+    #[schemars(with = "Option<OfflinePolicy>")]
+    pub offline: Option<String>,
     /// Seconds a subcloud's workloads must run healthy (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_healthy_seconds: Option<f64>,
@@ -584,7 +588,33 @@ impl StrategyRequest {
                 }
             }
         }
-        let apply_type = self.apply_type.unwrap_or(ApplyType::Parallel);
+        let apply_type = match self.apply_type.as_deref() {
+            None | Some("parallel") => ApplyType::Parallel,
+            Some("serial") => ApplyType::Serial,
+            Some(other) => {
+                p.push((
+                    "applyType".into(),
+                    format!("`{other}` is not one of `serial`, `parallel`"),
+                ));
+                ApplyType::Parallel
+            }
+        };
+        let parsed_failures = match self.max_failures.as_deref().map(str::parse::<MaxFailures>) {
+            None => None,
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => {
+                p.push(("maxFailures".into(), e));
+                None
+            }
+        };
+        let offline = match self.offline.as_deref().map(str::parse::<OfflinePolicy>) {
+            None => OfflinePolicy::Skip,
+            Some(Ok(o)) => o,
+            Some(Err(e)) => {
+                p.push(("offline".into(), e));
+                OfflinePolicy::Skip
+            }
+        };
         let max_parallel = match (apply_type, self.max_parallel) {
             (ApplyType::Serial, None | Some(1)) => 1,
             (ApplyType::Serial, Some(n)) => {
@@ -604,7 +634,7 @@ impl StrategyRequest {
                 1
             }
         };
-        let max_failures = match (self.stop_on_failure, self.max_failures) {
+        let max_failures = match (self.stop_on_failure, parsed_failures) {
             (Some(true), Some(m)) if m != MaxFailures::Count(0) => {
                 p.push((
                     "stopOnFailure".into(),
@@ -669,7 +699,7 @@ impl StrategyRequest {
                 apply_type,
                 max_parallel,
                 max_failures,
-                offline: self.offline.unwrap_or(OfflinePolicy::Skip),
+                offline,
                 min_healthy_ms,
                 canary: self.canary.unwrap_or(0),
                 rollback: self.rollback.unwrap_or(true),
@@ -841,15 +871,22 @@ mod tests {
         let mut r = req();
         r.name = "Bad_Name".into();
         r.selector = Some("x=y".into());
-        r.apply_type = Some(ApplyType::Serial);
+        r.apply_type = Some("serial".into());
+        r.offline = Some("later".into());
         r.max_parallel = Some(5);
         r.min_healthy_seconds = Some(-1.0);
         let fields: Vec<String> = r.options().unwrap_err().into_iter().map(|p| p.0).collect();
-        for f in ["name", "group", "maxParallel", "minHealthySeconds"] {
+        for f in [
+            "name",
+            "group",
+            "maxParallel",
+            "minHealthySeconds",
+            "offline",
+        ] {
             assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
         }
         let mut r = req();
-        r.apply_type = Some(ApplyType::Parallel);
+        r.apply_type = Some("parallel".into());
         r.max_parallel = Some(10_001);
         assert_eq!(r.options().unwrap_err()[0].0, "maxParallel");
         r.max_parallel = Some(10_000);
