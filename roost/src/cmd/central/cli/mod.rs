@@ -399,7 +399,12 @@ fn parse(body: &Reply) -> Result<Value, CliError> {
 fn show(out: Output, body: &Reply, table: fn(&Value) -> String) -> Result<(), CliError> {
     match out {
         Output::Json => print_raw(&body.bytes),
-        Output::Table => print!("{}", table(&parse(body)?)),
+        // Not print!: a reader that went away (`| head`) must not panic us.
+        Output::Table => {
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(table(&parse(body)?).as_bytes());
+        }
     }
     Ok(())
 }
@@ -437,7 +442,7 @@ fn subcloud(a: SubcloudArgs) -> Result<(), CliError> {
             }
             // The last time any of its hosts was heard from comes from the host list.
             let hosts = parse(&remote.call(Method::GET, "/v1/hosts", None)?)?;
-            print!("{}", render::subclouds(&parse(&body)?, &hosts));
+            print_raw(render::subclouds(&parse(&body)?, &hosts).as_bytes());
             Ok(())
         }
         SubcloudCmd::Show { name } => {
@@ -463,7 +468,7 @@ fn subcloud(a: SubcloudArgs) -> Result<(), CliError> {
                 print_raw(&body.bytes);
                 return Ok(());
             }
-            print!("{}", render::synced(&name, &parse(&body)?));
+            print_raw(render::synced(&name, &parse(&body)?).as_bytes());
             Ok(())
         }
         SubcloudCmd::Label { name, labels } => {
@@ -514,7 +519,7 @@ fn group(a: GroupArgs) -> Result<(), CliError> {
                 return Ok(());
             }
             let subs = parse(&remote.call(Method::GET, "/v1/subclouds", None)?)?;
-            print!("{}", render::groups(&parse(&body)?, &subs));
+            print_raw(render::groups(&parse(&body)?, &subs).as_bytes());
             Ok(())
         }
         GroupCmd::Rm { name } => {

@@ -6,7 +6,7 @@ use super::{parse, print_raw, read_set, seg, show, CliError, Common, Output, Rep
 use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{json, Value};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -217,11 +217,12 @@ fn verb(remote: &Remote, out: Output, path: &str, v: &str, done: &str) -> Result
         return Ok(());
     }
     let x = parse(&body)?;
-    println!(
-        "strategy/{} {done}: now {}",
+    let line = format!(
+        "strategy/{} {done}: now {}\n",
         super::render::s(&x, "/name"),
         super::render::s(&x, "/state")
     );
+    print_raw(line.as_bytes());
     Ok(())
 }
 
@@ -369,7 +370,11 @@ fn watch_it(remote: &Remote, out: Output, path: &str) -> Result<(), CliError> {
                 b.set_message(msg);
             }
             None if out == Output::Table && msg != last_line => {
-                println!("{msg}");
+                // A reader that went away (`| head`) ends the watch quietly.
+                let mut o = std::io::stdout().lock();
+                if writeln!(o, "{msg}").and_then(|()| o.flush()).is_err() {
+                    return Ok(());
+                }
                 last_line = msg;
             }
             None => {}
@@ -380,7 +385,9 @@ fn watch_it(remote: &Remote, out: Output, path: &str) -> Result<(), CliError> {
             }
             match out {
                 Output::Json => print_raw(&body.bytes),
-                Output::Table => print!("{}", detail(&v)),
+                Output::Table => {
+                    let _ = std::io::stdout().lock().write_all(detail(&v).as_bytes());
+                }
             }
             return match state.as_str() {
                 "complete" | "paused" => Ok(()),
