@@ -8,6 +8,7 @@ use roost_federation::link::proto::{self, host_message::Body};
 use roost_federation::model::{SetMetadata, SetSpec, Target, WorkloadSet};
 use roost_federation::pki::{CentralPki, HostIdentity};
 use roost_federation::store::SqliteStore;
+use roost_federation::strategy::StrategyRequest;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,6 +144,13 @@ fn any_body() -> impl Strategy<Value = Option<Body>> {
     ]
 }
 
+/// One step of the strategy fuzz: a host message, or an operator verb.
+#[derive(Debug, Clone)]
+enum Op {
+    Host(Option<Body>),
+    Verb(u8),
+}
+
 fn any_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),
@@ -183,6 +191,54 @@ proptest! {
         let s = e.central.status();
         prop_assert_eq!(s.hosts, 1);
         prop_assert!(e.central.host("h1").is_ok());
+    }
+
+    #[test]
+    fn strategies_survive_random_hosts_and_verbs(
+        ops in proptest::collection::vec(prop_oneof![
+            any_body().prop_map(Op::Host),
+            (0u8..4).prop_map(Op::Verb),
+        ], 1..24),
+        window in 1u32..4,
+        canary in 0u32..3,
+    ) {
+        let e = env();
+        e.rt.block_on(async {
+            for s in ["s2", "s3", "s4"] {
+                e.central.add_subcloud(s, None).await.unwrap();
+            }
+            let req: StrategyRequest = serde_json::from_value(serde_json::json!({
+                "name": "r", "group": "default", "maxParallel": window, "canary": canary,
+                "maxFailures": "1",
+                "set": {"apiVersion": "roost.dev/v1", "kind": "WorkloadSet",
+                        "metadata": {"name": "web"},
+                        "spec": {"workloads": [{"metadata": {"name": "w"}}]}}
+            })).unwrap();
+            e.central.create_strategy(req).await.unwrap();
+            e.central.apply_strategy("r").await.unwrap();
+            for op in ops {
+                match op {
+                    Op::Host(body) => {
+                        e.central.on_message("h1", e.session, proto::HostMessage { protocol: 1, body }).await;
+                    }
+                    Op::Verb(0) => drop(e.central.abort_strategy("r").await),
+                    Op::Verb(1) => drop(e.central.approve_strategy("r").await),
+                    Op::Verb(2) => drop(e.central.rm_strategy("r").await),
+                    Op::Verb(_) => {}
+                }
+                e.central.rollout_pass().await;
+                if let Ok(v) = e.central.strategy("r") {
+                    let p = &v.progress;
+                    assert_eq!(p.total, 4);
+                    assert_eq!(p.pending + p.applying + p.complete + p.failed + p.skipped + p.rolled_back, 4);
+                    assert!(p.applying <= window as usize, "{v:?}");
+                    if v.strategy.state.is_final() {
+                        assert_eq!(p.applying, 0, "{v:?}");
+                    }
+                }
+            }
+        });
+        prop_assert_eq!(e.central.status().subclouds, 4);
     }
 
     #[test]

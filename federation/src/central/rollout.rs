@@ -187,8 +187,9 @@ impl Central {
         }
     }
 
-    /// One pass over every running strategy.
-    pub(crate) async fn rollout_pass(&self) {
+    /// One pass over every running strategy (the engine's loop runs these on its
+    /// own; tests call it to step the engine without timing).
+    pub async fn rollout_pass(&self) {
         let busy = {
             let st = self.lock();
             st.strategies.values().any(|rt| {
