@@ -208,6 +208,26 @@ async fn rolls_sets(b: Backend) {
     assert_eq!(most_in_flight(&v), 1);
     wait_version(&f, "h1", 2).await;
     wait_version(&f, "h2", 2).await;
+    // Every subcloud of g1 done: the steps fold into g1's own deployment.
+    let deps = f.central.get("/v1/deployments").await;
+    let app_at: Vec<(String, u64)> = deps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["set"] == "app")
+        .map(|d| {
+            (
+                d["target"].as_str().unwrap().to_string(),
+                d["generation"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        app_at,
+        [("group/g1".to_string(), 2), ("group/g2".to_string(), 1)],
+        "{deps}"
+    );
+    assert!(v["details"].as_str().unwrap().contains("folded"), "{v}");
     let now = apps(&f).await;
     for h in ["h3", "h4"] {
         assert_eq!(
@@ -311,6 +331,20 @@ async fn rolls_sets(b: Backend) {
     for h in ["h1", "h2", "h3", "h4"] {
         wait_version(&f, h, 4).await;
     }
+    // A deploy to a group replaces the set's subcloud-level steps inside it.
+    let file = f.set_file("app7", &app(7));
+    let out = f
+        .central
+        .cli_json(&["deploy", "-f", &file, "--target", "group/g1"])
+        .await;
+    assert_eq!(
+        out["replaced"],
+        json!(["subcloud/s1", "subcloud/s2"]),
+        "{out}"
+    );
+    wait_version(&f, "h1", 7).await;
+    wait_version(&f, "h2", 7).await;
+    wait_version(&f, "h3", 4).await;
 
     // Canary: the first subcloud, then a pause until approved.
     create(

@@ -400,7 +400,7 @@ impl Central {
         let name = set.metadata.name.clone();
         let workloads = self.check_set(&set)?;
         let tkey = target.to_string();
-        let (result, hosts) = self
+        let (result, hosts, replaced) = self
             .write(|b| {
                 b.st.target_exists(&target)
                     .map_err(|e| CentralError::field("target", e))?;
@@ -415,6 +415,21 @@ impl Central {
                     None => (1, "created"),
                 };
                 let hosts = b.st.hosts_of(&target);
+                // The same set at narrower targets inside this one (a rollout's
+                // subcloud steps, an override) is replaced: what is deployed to a
+                // group is what the whole group runs.
+                let replaced: Vec<Target> =
+                    b.st.deployments
+                        .values()
+                        .filter(|d| d.d.set == name && b.st.within(&d.d.target, &target))
+                        .map(|d| d.d.target.clone())
+                        .collect();
+                for t in &replaced {
+                    b.push(Change::DeleteDeployment {
+                        set: name.clone(),
+                        target: t.to_string(),
+                    });
+                }
                 if result != "unchanged" {
                     b.push(Change::PutDeployment(Deployment {
                         set: name.clone(),
@@ -423,20 +438,34 @@ impl Central {
                         workloads: workloads.clone(),
                         updated_ms: now_ms(),
                     }));
+                }
+                if result != "unchanged" || !replaced.is_empty() {
+                    let also = if replaced.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; replaced its deployment at {}",
+                            replaced
+                                .iter()
+                                .map(Target::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
                     b.event(
                         "deployed",
                         format!("set/{name}@{target}"),
                         format!(
-                            "generation {generation}, {} workloads, {} hosts",
+                            "generation {generation}, {} workloads, {} hosts{also}",
                             workloads.len(),
                             hosts.len()
                         ),
                     );
                 }
-                Ok(((generation, result), hosts))
+                Ok(((generation, result), hosts, replaced))
             })
             .await?;
-        if result.1 != "unchanged" {
+        if result.1 != "unchanged" || !replaced.is_empty() {
             for h in &hosts {
                 self.push_host(h, false);
             }
@@ -447,6 +476,7 @@ impl Central {
             generation: result.0,
             result: result.1.into(),
             hosts,
+            replaced: replaced.iter().map(Target::to_string).collect(),
         })
     }
 
@@ -497,6 +527,7 @@ impl Central {
             generation: 0,
             result: "removed".into(),
             hosts,
+            replaced: Vec::new(),
         })
     }
 

@@ -450,6 +450,22 @@ impl Central {
                 } else {
                     "complete".into()
                 };
+                let all_done = rt.steps.iter().all(|x| state_of(x) == StepState::Complete);
+                if all_done {
+                    if let Some(note) = consolidate(b, rt) {
+                        s.details = format!("complete; {note}");
+                        // Subclouds that joined the group since the strategy was
+                        // made now get the new version too.
+                        if let crate::strategy::StrategyTarget::Group(g) = &rt.s.target {
+                            pass.push.extend(
+                                st.subclouds
+                                    .values()
+                                    .filter(|x| x.group == *g)
+                                    .map(|x| x.name.clone()),
+                            );
+                        }
+                    }
+                }
             } else if canary_limit < usize::MAX
                 && waiting_offline == 0
                 && rt
@@ -591,6 +607,46 @@ impl Central {
         pass.push.insert(step.subcloud.clone());
         end_step(step, StepState::RolledBack, now, &format!("{why}; {back}"))
     }
+}
+
+/// A set strategy over a group whose every subcloud completed: the group's own
+/// deployment of the set becomes the new version and the subcloud-level steps fold
+/// into it (hosts see the same desired state, so nothing restarts), so a later
+/// deploy to the group is not shadowed by the rollout's steps.
+fn consolidate(b: &mut Batch<'_>, rt: &StrategyRt) -> Option<String> {
+    let (
+        StrategyChange::Set {
+            set,
+            workloads,
+            generation,
+        },
+        crate::strategy::StrategyTarget::Group(g),
+    ) = (&rt.s.change, &rt.s.target)
+    else {
+        return None;
+    };
+    let group = Target::Group(g.clone());
+    let old = b.st.deployments.get(&(set.clone(), group.to_string()))?;
+    let generation = (*generation).max(old.d.generation + 1);
+    b.push(Change::PutDeployment(Deployment {
+        set: set.clone(),
+        target: group.clone(),
+        generation,
+        workloads: workloads.clone(),
+        updated_ms: now_ms(),
+    }));
+    for step in &rt.steps {
+        let t = Target::Subcloud(step.subcloud.clone()).to_string();
+        if b.st.deployments.contains_key(&(set.clone(), t.clone())) {
+            b.push(Change::DeleteDeployment {
+                set: set.clone(),
+                target: t,
+            });
+        }
+    }
+    Some(format!(
+        "set {set} at {group} is now generation {generation} (the subcloud steps folded into it)"
+    ))
 }
 
 fn end_step(step: &Step, state: StepState, now: u64, why: &str) -> Step {

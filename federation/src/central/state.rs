@@ -305,6 +305,20 @@ impl State {
         }
     }
 
+    /// Is `narrow` a narrower target inside `broad` (a subcloud of a group, a host of
+    /// a subcloud or group)?
+    pub fn within(&self, narrow: &Target, broad: &Target) -> bool {
+        let host_sc = |h: &str| self.hosts.get(h).map(|x| x.subcloud.as_str());
+        match (narrow, broad) {
+            (Target::Subcloud(s), Target::Group(g)) => self.group_of(s) == Some(g.as_str()),
+            (Target::Host(h), Target::Group(g)) => {
+                host_sc(h).and_then(|s| self.group_of(s)) == Some(g.as_str())
+            }
+            (Target::Host(h), Target::Subcloud(s)) => host_sc(h) == Some(s.as_str()),
+            _ => false,
+        }
+    }
+
     /// Hosts a target covers (revoked ones excluded).
     pub fn hosts_of(&self, target: &Target) -> Vec<String> {
         self.hosts

@@ -178,6 +178,10 @@ pub struct DeployResult {
     pub result: String,
     /// The hosts it concerns.
     pub hosts: Vec<String>,
+    /// Deployments of the same set at narrower targets within this one that it
+    /// replaced (a deploy to a group is what the whole group runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<String>,
 }
 
 /// A join token just made (shown once).
