@@ -526,6 +526,15 @@ impl Central {
         }
     }
 
+    /// Host link sessions open now.
+    pub fn sessions_open(&self) -> usize {
+        self.lock()
+            .live
+            .values()
+            .filter(|l| l.session.is_some())
+            .count()
+    }
+
     /// The session of `host` ended (the stream closed).
     pub fn disconnected(&self, host: &str, session: u64) {
         let mut st = self.lock();

@@ -858,6 +858,21 @@ async fn metrics(State(st): S) -> Response {
     );
     gauge("central_groups", "Groups.", &[("", u64::from(s.groups))]);
     gauge(
+        "central_link_sessions_open",
+        "Host link sessions open now.",
+        &[("", st.central.sessions_open() as u64)],
+    );
+    gauge(
+        "central_tasks_alive",
+        "Tasks alive in central's runtime (a leak shows as growth).",
+        &[(
+            "",
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as u64,
+        )],
+    );
+    gauge(
         "central_deployments",
         "Deployments (set x target).",
         &[("", u64::from(s.deployments))],
