@@ -22,7 +22,7 @@ use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use roost_federation::central::{
     AlarmFilter, Central, CentralError, DeployResult, FieldProblem, FleetStatus, HostView,
-    SubcloudView, TokenCreated,
+    SubcloudQuery, SubcloudView, SyncState, TokenCreated,
 };
 use roost_federation::model::{Alarm, Deployment, Group, Severity, Target, WorkloadSet};
 use roost_federation::strategy::{StrategyRequest, StrategyView};
@@ -178,6 +178,69 @@ const ALARM_PARAMS: &[Param] = &[
         enumeration: &[],
         description: "Only alarms not cleared",
     },
+    Param {
+        name: "cleared",
+        kind: "boolean",
+        enumeration: &[],
+        description: "Only cleared alarms",
+    },
+];
+
+const SUBCLOUD_PARAMS: &[Param] = &[
+    Param {
+        name: "q",
+        kind: "string",
+        enumeration: &[],
+        description: "Only subclouds whose name or group contains this (any case)",
+    },
+    Param {
+        name: "group",
+        kind: "string",
+        enumeration: &[],
+        description: "Only this group's subclouds",
+    },
+    Param {
+        name: "availability",
+        kind: "string",
+        enumeration: &["online", "degraded", "offline", "empty"],
+        description: "Only this availability",
+    },
+    Param {
+        name: "sync",
+        kind: "string",
+        enumeration: &["in-sync", "unknown", "out-of-sync"],
+        description: "Only this sync status",
+    },
+    Param {
+        name: "management",
+        kind: "string",
+        enumeration: &["managed", "unmanaged"],
+        description: "Only managed or only unmanaged subclouds",
+    },
+    Param {
+        name: "sort",
+        kind: "string",
+        enumeration: roost_federation::central::SubcloudSort::NAMES,
+        description: "Sort key (ties by name; default name)",
+    },
+    Param {
+        name: "order",
+        kind: "string",
+        enumeration: &["asc", "desc"],
+        description: "Sort order (default asc)",
+    },
+    Param {
+        name: "offset",
+        kind: "integer",
+        enumeration: &[],
+        description: "Rows skipped (default 0)",
+    },
+    Param {
+        name: "limit",
+        kind: "integer",
+        enumeration: &[],
+        description: "Rows at most, 1 to 1000 (default all); the X-Total-Count header gives how many matched",
+    },
 ];
 
 const EVENT_PARAMS: &[Param] = &[
@@ -241,8 +304,11 @@ pub static ROUTES: &[Route] = &[
     route!(Delete "/v1/groups/{name}" "removeGroup" "Remove an empty group", delete(rm_group),
         answer: Answer::Json(200, schema::<Removed>),
         errors: &[NOT_FOUND, CONFLICT, STORE]),
-    route!(Get "/v1/subclouds" "listSubclouds" "Every subcloud", get(list_subclouds),
-        answer: Answer::Json(200, schema::<Vec<SubcloudView>>)),
+    route!(Get "/v1/subclouds" "listSubclouds" "Subclouds: filtered, sorted, paged (X-Total-Count: how many matched)",
+        get(list_subclouds),
+        query: SUBCLOUD_PARAMS,
+        answer: Answer::Json(200, schema::<Vec<SubcloudView>>),
+        errors: &[(422, "A query parameter is wrong; `details` names it")]),
     route!(Post "/v1/subclouds" "addSubcloud" "Add a subcloud (managed)", post(add_subcloud),
         body: Some(schema::<AddSubcloud>),
         answer: Answer::Json(201, schema::<SubcloudView>),
@@ -411,8 +477,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Put on a request by the console's session layer when the request carries a live
+/// console session (and, for a state-changing method, its CSRF token): it stands for
+/// the operator token.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOperator;
+
 async fn auth(State(st): S, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/healthz" {
+    if req.uri().path() == "/healthz" || req.extensions().get::<SessionOperator>().is_some() {
         return next.run(req).await;
     }
     let given = req
@@ -709,8 +781,61 @@ async fn rm_group(State(st): S, Name(name): Name) -> Answered<Removed> {
     }))
 }
 
-async fn list_subclouds(State(st): S) -> Json<Vec<SubcloudView>> {
-    Json(st.central.subclouds())
+fn parse_count(name: &str, v: &str) -> Result<usize, ApiError> {
+    v.parse().map_err(|_| {
+        ApiError::field(
+            name,
+            format!("`{v}` is not a count: give a whole number"),
+        )
+    })
+}
+
+async fn list_subclouds(
+    State(st): S,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let mut sq = SubcloudQuery::default();
+    for (k, v) in query_pairs(q, SUBCLOUD_PARAMS)? {
+        match k.as_str() {
+            "q" => sq.text = Some(v),
+            "group" => sq.group = Some(v),
+            "availability" => sq.availability = Some(v),
+            "management" => sq.management = Some(v),
+            "sync" => {
+                sq.sync = Some(match v.as_str() {
+                    "in-sync" => SyncState::InSync,
+                    "unknown" => SyncState::Unknown,
+                    "out-of-sync" => SyncState::OutOfSync,
+                    _ => {
+                        return Err(ApiError::field(
+                            "sync",
+                            format!("`{v}` is not one of in-sync, unknown, out-of-sync"),
+                        ))
+                    }
+                })
+            }
+            "sort" => sq.sort = v.parse().map_err(|e: String| ApiError::field("sort", e))?,
+            "order" => {
+                sq.descending = match v.as_str() {
+                    "asc" => false,
+                    "desc" => true,
+                    _ => {
+                        return Err(ApiError::field(
+                            "order",
+                            format!("`{v}` is not one of asc, desc"),
+                        ))
+                    }
+                }
+            }
+            "offset" => sq.offset = parse_count("offset", &v)?,
+            _ => sq.limit = Some(parse_count("limit", &v)?),
+        }
+    }
+    let page = st.central.subcloud_page(&sq)?;
+    let mut res = Json(page.items).into_response();
+    res.headers_mut()
+        .insert("x-total-count", HeaderValue::from(page.matched));
+    Ok(res)
 }
 
 async fn add_subcloud(
@@ -827,6 +952,7 @@ async fn list_alarms(
                 f.severity =
                     Some(Severity::from_str(&v).map_err(|e| ApiError::field("severity", e))?)
             }
+            "cleared" => f.cleared = parse_bool("cleared", &v)?,
             _ => f.active = parse_bool("active", &v)?,
         }
     }

@@ -1,0 +1,700 @@
+// Roost central console: draws each page from the operator API (/v1/...) with the
+// session cookie, and redraws on central's events (/ui/events, server-sent events).
+// Every element is built with textContent / text nodes, never innerHTML: names come
+// from hosts and must not become markup.
+"use strict";
+
+(() => {
+  const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+  const main = document.getElementById("main");
+  const liveEl = document.getElementById("live");
+  const PAGE_SIZES = [25, 50, 100];
+  const ALARM_ROWS = 500;
+
+  // ---------------------------------------------------------------- helpers
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const k of kids.flat()) {
+      if (k === null || k === undefined || k === false) continue;
+      el.append(k instanceof Node ? k : document.createTextNode(String(k)));
+    }
+    return el;
+  }
+
+  async function api(path, opts = {}) {
+    const headers = { Accept: "application/json" };
+    if (opts.method && opts.method !== "GET") headers["X-CSRF-Token"] = CSRF;
+    const r = await fetch(path, { credentials: "same-origin", ...opts, headers });
+    if (r.status === 401) {
+      location.assign("/login");
+      throw new Error("the session ended; log in again");
+    }
+    const body = await r.json().catch(() => null);
+    if (!r.ok) throw new Error(body && body.error ? body.error : `${path}: HTTP ${r.status}`);
+    return { body, total: Number(r.headers.get("X-Total-Count") || 0) };
+  }
+
+  const cls = (s) => String(s).toLowerCase().replace(/[^a-z-]/g, "");
+  const badge = (s) => h("span", { class: `badge b-${cls(s)}` }, s);
+  const fmtNum = (n) => Number(n || 0).toLocaleString("en-US");
+  function when(ms) {
+    if (!ms) return "never";
+    return new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  }
+  function ago(ms) {
+    if (!ms) return "never";
+    const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+    if (s < 60) return `${s} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} d ago`;
+  }
+  const timeCell = (ms) => h("td", { title: when(ms) }, h("time", { datetime: ms ? new Date(ms).toISOString() : null }, ago(ms)));
+  function count(n, kind) {
+    return h("td", { class: `num ${n ? "n-" + kind : "n-zero"}` }, fmtNum(n));
+  }
+  const link = (href, text) => h("a", { href }, text);
+  const subcloudHref = (n) => `/subclouds/${encodeURIComponent(n)}`;
+  const hostHref = (n) => `/hosts/${encodeURIComponent(n)}`;
+
+  function field(id, label, control) {
+    control.id = id;
+    return h("div", { class: "field" }, h("label", { for: id }, label), control);
+  }
+  function select(options, value) {
+    const s = h("select", {});
+    for (const [v, text] of options) s.append(h("option", { value: v, selected: v === value }, text));
+    return s;
+  }
+  function table(id, caption, headers) {
+    const head = h("tr", {}, headers.map((x) => (x instanceof Node ? x : h("th", { scope: "col" }, x))));
+    const tb = h("tbody");
+    const cap = h("caption", {}, caption);
+    const t = h("table", { id, "data-state": "loading" }, cap, h("thead", {}, head), tb);
+    return { t, tb, cap, head };
+  }
+  function emptyRow(tb, cols, text) {
+    tb.replaceChildren(h("tr", {}, h("td", { colspan: cols, class: "muted" }, text)));
+  }
+  function showError(where, e) {
+    where.replaceChildren(h("p", { class: "error", role: "alert" }, `Could not load: ${e.message}`));
+  }
+  function debounce(fn, ms) {
+    let t = null;
+    return (...a) => {
+      clearTimeout(t);
+      t = setTimeout(() => fn(...a), ms);
+    };
+  }
+  function setQuery(params) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== "" && v !== null && v !== undefined) q.set(k, v);
+    const s = q.toString();
+    history.replaceState(null, "", location.pathname + (s ? "?" + s : ""));
+  }
+  const query = new URLSearchParams(location.search);
+
+  // ---------------------------------------------------------------- live updates
+  // One refresh at a time; events arriving meanwhile ask for one more afterwards.
+  function liveRefresher(refresh) {
+    let running = false;
+    let again = false;
+    const run = async () => {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      try {
+        await refresh();
+      } finally {
+        running = false;
+        if (again) {
+          again = false;
+          setTimeout(run, 100);
+        }
+      }
+    };
+    return debounce(run, 150);
+  }
+
+  function setLive(on, text) {
+    liveEl.className = `live ${on ? "on" : "off"}`;
+    liveEl.textContent = text;
+  }
+
+  async function startLive(cursor, onEvent) {
+    const es = new EventSource(`/ui/events?cursor=${encodeURIComponent(cursor)}`);
+    let last = cursor;
+    es.onopen = () => setLive(true, `Live · event ${last}`);
+    es.onmessage = (m) => {
+      let e;
+      try {
+        e = JSON.parse(m.data);
+      } catch (_) {
+        return;
+      }
+      last = e.seq;
+      document.body.dataset.lastEvent = String(e.seq);
+      setLive(true, `Live · event ${e.seq}`);
+      onEvent(e);
+    };
+    es.onerror = () => setLive(false, "Reconnecting…");
+  }
+
+  // ---------------------------------------------------------------- fleet overview
+  const SORTS = [
+    ["name", "Name", "asc"],
+    ["group", "Group", "asc"],
+    ["availability", "Availability", "asc"],
+    ["management", "Management", "asc"],
+    ["sync", "Sync", "desc"],
+    ["hosts", "Hosts", "desc"],
+    ["critical", "Critical", "desc"],
+    ["major", "Major", "desc"],
+    ["minor", "Minor", "desc"],
+    ["lastSeen", "Last seen", "desc"],
+  ];
+  const NUMERIC = new Set(["hosts", "critical", "major", "minor"]);
+
+  function statCard(title, big, rows, bigStat) {
+    return h(
+      "section",
+      { class: "card", "aria-label": title },
+      h("h2", {}, title),
+      big === null ? null : h("div", { class: "big", "data-stat": bigStat }, fmtNum(big)),
+      h("dl", {}, rows.map(([label, stat, v]) => [h("dt", {}, label), h("dd", { "data-stat": stat }, fmtNum(v))]))
+    );
+  }
+
+  function overview() {
+    document.title = "Fleet · Roost central";
+    const cards = h("div", { class: "cards", id: "stats" });
+    const st = {
+      q: query.get("q") || "",
+      availability: query.get("availability") || "",
+      sync: query.get("sync") || "",
+      sort: query.get("sort") || "name",
+      order: query.get("order") || "asc",
+      limit: PAGE_SIZES.includes(Number(query.get("limit"))) ? Number(query.get("limit")) : 50,
+      offset: Math.max(0, Number(query.get("offset")) || 0),
+    };
+    const qIn = h("input", { type: "search", value: st.q, placeholder: "e.g. site-12", autocomplete: "off" });
+    const availIn = select(
+      [["", "Any"], ["online", "Online"], ["degraded", "Degraded"], ["offline", "Offline"], ["empty", "No hosts"]],
+      st.availability
+    );
+    const syncIn = select([["", "Any"], ["in-sync", "In sync"], ["out-of-sync", "Out of sync"], ["unknown", "Unknown"]], st.sync);
+    const sizeIn = select(PAGE_SIZES.map((n) => [String(n), String(n)]), String(st.limit));
+    const filters = h(
+      "form",
+      { class: "filters", role: "search", "aria-label": "Filter subclouds", onsubmit: (e) => e.preventDefault() },
+      field("f-q", "Name or group contains", qIn),
+      field("f-availability", "Availability", availIn),
+      field("f-sync", "Sync status", syncIn),
+      field("f-size", "Rows per page", sizeIn)
+    );
+    const sortHeads = SORTS.map(([key, label]) => {
+      const b = h("button", { type: "button", "data-sort": key }, label);
+      const th = h("th", { scope: "col", class: NUMERIC.has(key) ? "num" : null }, b);
+      b.addEventListener("click", () => {
+        if (st.sort === key) st.order = st.order === "asc" ? "desc" : "asc";
+        else {
+          st.sort = key;
+          st.order = SORTS.find((s) => s[0] === key)[2];
+        }
+        st.offset = 0;
+        loadTable();
+      });
+      return th;
+    });
+    const { t, tb, cap } = table("subclouds", "Subclouds", sortHeads);
+    const prev = h("button", { type: "button", class: "plain", id: "prev" }, "Previous page");
+    const next = h("button", { type: "button", class: "plain", id: "next" }, "Next page");
+    const pageInfo = h("span", { id: "page-info", "aria-live": "polite" });
+    const tableErr = h("div");
+    main.replaceChildren(
+      h("h1", {}, "Fleet"),
+      cards,
+      h("h2", { id: "subclouds-title" }, "Subclouds"),
+      filters,
+      tableErr,
+      h("div", { class: "table-wrap" }, t, h("div", { class: "pager" }, prev, next, pageInfo))
+    );
+
+    async function loadStats() {
+      const s = (await api("/v1/status")).body;
+      cards.replaceChildren(
+        statCard("Subclouds", s.subclouds, [
+          ["Online", "subclouds-online", s.subcloudsOnline],
+          ["Degraded", "subclouds-degraded", s.subcloudsDegraded],
+          ["Offline", "subclouds-offline", s.subcloudsOffline],
+          ["No hosts", "subclouds-empty", s.subcloudsEmpty],
+        ], "subclouds"),
+        statCard("Sync", null, [
+          ["In sync", "in-sync", s.subcloudsInSync],
+          ["Out of sync", "out-of-sync", s.subcloudsOutOfSync],
+          ["Unknown", "sync-unknown", s.subcloudsUnknown],
+          ["Managed", "managed", s.subcloudsManaged],
+        ]),
+        statCard("Hosts", s.hosts, [
+          ["Online", "hosts-online", s.hostsOnline],
+          ["Offline", "hosts-offline", s.hostsOffline],
+          ["Deployments", "deployments", s.deployments],
+        ], "hosts"),
+        statCard("Active alarms", null, [
+          ["Critical", "alarms-critical", s.alarms.critical],
+          ["Major", "alarms-major", s.alarms.major],
+          ["Minor", "alarms-minor", s.alarms.minor],
+          ["Warning", "alarms-warning", s.alarms.warning],
+        ]),
+        h(
+          "section",
+          { class: "card", "aria-label": "Strategies" },
+          h("h2", {}, "Strategies"),
+          h("p", { class: "muted" }, "Not available yet: strategies are being built in a separate change."),
+          link("/strategies", "About strategies")
+        )
+      );
+      cards.dataset.state = "ready";
+      return s;
+    }
+
+    let seq = 0;
+    async function loadTable() {
+      const mine = ++seq;
+      t.dataset.state = "loading";
+      t.setAttribute("aria-busy", "true");
+      const params = {
+        q: st.q,
+        availability: st.availability,
+        sync: st.sync,
+        sort: st.sort,
+        order: st.order,
+        offset: st.offset,
+        limit: st.limit,
+      };
+      setQuery({ ...params, sort: st.sort === "name" ? "" : st.sort, order: st.order === "asc" ? "" : st.order, offset: st.offset || "", limit: st.limit === 50 ? "" : st.limit });
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(params)) if (v !== "") q.set(k, v);
+      let r;
+      try {
+        r = await api(`/v1/subclouds?${q}`);
+      } catch (e) {
+        if (mine === seq) showError(tableErr, e);
+        return;
+      }
+      if (mine !== seq) return; // a newer query answered or will
+      tableErr.replaceChildren();
+      const rows = r.body;
+      if (rows.length === 0) emptyRow(tb, SORTS.length, r.total ? "No rows on this page." : "No subcloud matches the filter.");
+      else
+        tb.replaceChildren(
+          ...rows.map((s) =>
+            h(
+              "tr",
+              { "data-name": s.name },
+              h("th", { scope: "row" }, link(subcloudHref(s.name), s.name)),
+              h("td", {}, s.group),
+              h("td", {}, badge(s.availability)),
+              h("td", {}, badge(s.management)),
+              h("td", {}, badge(s.sync)),
+              h("td", { class: "num" }, `${fmtNum(s.hostsOnline)} / ${fmtNum(s.hosts)}`),
+              count(s.alarms.critical, "critical"),
+              count(s.alarms.major, "major"),
+              count(s.alarms.minor, "minor"),
+              timeCell(s.lastSeenMs)
+            )
+          )
+        );
+      for (const th of sortHeads) {
+        const key = th.firstChild.dataset.sort;
+        if (key === st.sort) th.setAttribute("aria-sort", st.order === "asc" ? "ascending" : "descending");
+        else th.removeAttribute("aria-sort");
+      }
+      const first = r.total ? st.offset + 1 : 0;
+      const last = st.offset + rows.length;
+      const pages = Math.max(1, Math.ceil(r.total / st.limit));
+      const label = SORTS.find((s) => s[0] === st.sort)[1].toLowerCase();
+      cap.textContent = `Subclouds ${fmtNum(first)}–${fmtNum(last)} of ${fmtNum(r.total)} matching, sorted by ${label} (${st.order === "asc" ? "ascending" : "descending"})`;
+      pageInfo.textContent = `Page ${fmtNum(Math.floor(st.offset / st.limit) + 1)} of ${fmtNum(pages)}`;
+      prev.disabled = st.offset === 0;
+      next.disabled = last >= r.total;
+      t.dataset.sort = `${st.sort}-${st.order}`;
+      t.dataset.total = String(r.total);
+      t.dataset.state = "ready";
+      t.setAttribute("aria-busy", "false");
+      if (!window.roostTimings.firstTable) window.roostTimings.firstTable = performance.now();
+    }
+
+    const refilter = debounce(() => {
+      st.offset = 0;
+      loadTable();
+    }, 250);
+    qIn.addEventListener("input", () => {
+      st.q = qIn.value.trim();
+      refilter();
+    });
+    availIn.addEventListener("change", () => {
+      st.availability = availIn.value;
+      refilter();
+    });
+    syncIn.addEventListener("change", () => {
+      st.sync = syncIn.value;
+      refilter();
+    });
+    sizeIn.addEventListener("change", () => {
+      st.limit = Number(sizeIn.value);
+      refilter();
+    });
+    prev.addEventListener("click", () => {
+      st.offset = Math.max(0, st.offset - st.limit);
+      loadTable();
+    });
+    next.addEventListener("click", () => {
+      st.offset += st.limit;
+      loadTable();
+    });
+    return async () => {
+      await Promise.all([loadStats().catch((e) => showError(cards, e)), loadTable()]);
+    };
+  }
+
+  // ---------------------------------------------------------------- alarms
+  function alarmTable(id, caption, withPlace) {
+    const heads = ["Severity", "State", "Code"];
+    if (withPlace) heads.push("Subcloud", "Host");
+    heads.push("About", "Reason", "Raised", "Cleared");
+    const x = table(id, caption, heads);
+    x.fill = (list, total) => {
+      if (list.length === 0) emptyRow(x.tb, heads.length, "No alarms.");
+      else
+        x.tb.replaceChildren(
+          ...list.map((a) =>
+            h(
+              "tr",
+              { "data-code": a.code, "data-id": a.id },
+              h("td", {}, badge(a.severity)),
+              h("td", {}, badge(a.clearedMs ? "cleared" : "active")),
+              h("td", {}, h("code", {}, a.code)),
+              withPlace ? h("td", {}, link(subcloudHref(a.subcloud), a.subcloud)) : null,
+              withPlace ? h("td", {}, link(hostHref(a.host), a.host)) : null,
+              h("td", {}, a.entity),
+              h("td", { class: "wrap" }, a.reason),
+              h("td", {}, when(a.raisedMs)),
+              h("td", {}, a.clearedMs ? when(a.clearedMs) : "—")
+            )
+          )
+        );
+      const shown = Math.min(list.length, total);
+      x.cap.textContent = total > shown ? `${caption}: the newest ${fmtNum(shown)} of ${fmtNum(total)}; narrow the filter to see the rest` : `${caption}: ${fmtNum(total)}`;
+      x.t.dataset.state = "ready";
+      x.t.dataset.total = String(total);
+    };
+    return x;
+  }
+
+  function alarms() {
+    document.title = "Alarms · Roost central";
+    const st = {
+      subcloud: query.get("subcloud") || "",
+      severity: query.get("severity") || "",
+      state: query.get("state") || "active",
+    };
+    const scIn = h("input", { type: "search", value: st.subcloud, placeholder: "any subcloud", autocomplete: "off" });
+    const sevIn = select([["", "Any"], ["critical", "Critical"], ["major", "Major"], ["minor", "Minor"], ["warning", "Warning"]], st.severity);
+    const stateIn = select([["active", "Active"], ["cleared", "Cleared"], ["all", "Active and cleared"]], st.state);
+    const x = alarmTable("alarms", "Alarms", true);
+    const err = h("div");
+    main.replaceChildren(
+      h("h1", {}, "Alarms"),
+      h(
+        "form",
+        { class: "filters", role: "search", "aria-label": "Filter alarms", onsubmit: (e) => e.preventDefault() },
+        field("a-subcloud", "Subcloud (exact name)", scIn),
+        field("a-severity", "Severity", sevIn),
+        field("a-state", "State", stateIn)
+      ),
+      err,
+      h("div", { class: "table-wrap" }, x.t)
+    );
+    async function load() {
+      setQuery({ subcloud: st.subcloud, severity: st.severity, state: st.state === "active" ? "" : st.state });
+      const q = new URLSearchParams();
+      if (st.subcloud) q.set("subcloud", st.subcloud);
+      if (st.severity) q.set("severity", st.severity);
+      if (st.state === "active") q.set("active", "true");
+      if (st.state === "cleared") q.set("cleared", "true");
+      x.t.dataset.state = "loading";
+      try {
+        const list = (await api(`/v1/alarms?${q}`)).body;
+        err.replaceChildren();
+        x.fill(list.slice(0, ALARM_ROWS), list.length);
+      } catch (e) {
+        showError(err, e);
+      }
+    }
+    const reload = debounce(load, 250);
+    scIn.addEventListener("input", () => {
+      st.subcloud = scIn.value.trim();
+      reload();
+    });
+    sevIn.addEventListener("change", () => {
+      st.severity = sevIn.value;
+      reload();
+    });
+    stateIn.addEventListener("change", () => {
+      st.state = stateIn.value;
+      reload();
+    });
+    return load;
+  }
+
+  // ---------------------------------------------------------------- subcloud
+  function facts(pairs) {
+    return h("dl", { class: "facts card" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  }
+
+  function subcloud(name) {
+    document.title = `Subcloud ${name} · Roost central`;
+    const head = h("div");
+    const hosts = table("hosts", `Hosts of ${name}`, ["Name", "Availability", "Sync", "Critical", "Major", "Minor", "Last seen", "Roost version", "Address"]);
+    const al = alarmTable("subcloud-alarms", "Active alarms", false);
+    al.head.insertBefore(h("th", { scope: "col" }, "Host"), al.head.children[3]);
+    const err = h("div");
+    main.replaceChildren(
+      h("p", { class: "crumbs" }, link("/", "Fleet"), " / subcloud"),
+      h("h1", {}, `Subcloud ${name}`),
+      err,
+      head,
+      h("h2", {}, "Hosts"),
+      h("div", { class: "table-wrap" }, hosts.t),
+      h("h2", {}, "Active alarms"),
+      h("div", { class: "table-wrap" }, al.t),
+      h("p", {}, link(`/alarms?subcloud=${encodeURIComponent(name)}&state=all`, `All alarms of ${name}, cleared ones too`))
+    );
+    return async () => {
+      let s, list;
+      try {
+        [s, list] = await Promise.all([
+          api(`/v1/subclouds/${encodeURIComponent(name)}`).then((r) => r.body),
+          api(`/v1/alarms?subcloud=${encodeURIComponent(name)}&active=true`).then((r) => r.body),
+        ]);
+      } catch (e) {
+        showError(err, e);
+        return;
+      }
+      err.replaceChildren();
+      head.replaceChildren(
+        facts([
+          ["Group", s.group],
+          ["Management", badge(s.management)],
+          ["Availability", badge(s.availability)],
+          ["Sync", badge(s.sync)],
+          ["Hosts online", `${s.hostsOnline} of ${s.hosts}`],
+          ["Active alarms", `${s.alarms.critical} critical, ${s.alarms.major} major, ${s.alarms.minor} minor, ${s.alarms.warning} warning`],
+          ["Last seen", `${ago(s.lastSeenMs)} (${when(s.lastSeenMs)})`],
+        ])
+      );
+      const hl = s.hostList || [];
+      if (hl.length === 0) emptyRow(hosts.tb, 9, "No hosts have joined this subcloud.");
+      else
+        hosts.tb.replaceChildren(
+          ...hl.map((x) =>
+            h(
+              "tr",
+              { "data-name": x.name },
+              h("th", { scope: "row" }, link(hostHref(x.name), x.name)),
+              h("td", {}, badge(x.availability)),
+              h("td", {}, badge(x.sync.state)),
+              count(x.alarms.critical, "critical"),
+              count(x.alarms.major, "major"),
+              count(x.alarms.minor, "minor"),
+              timeCell(x.lastSeenMs),
+              h("td", {}, x.roostVersion || "—"),
+              h("td", {}, x.address || "—")
+            )
+          )
+        );
+      hosts.t.dataset.state = "ready";
+      // The subcloud's alarm table has a host column after Code.
+      if (list.length === 0) emptyRow(al.tb, 8, "No active alarms.");
+      else
+        al.tb.replaceChildren(
+          ...list.map((a) =>
+            h(
+              "tr",
+              { "data-code": a.code },
+              h("td", {}, badge(a.severity)),
+              h("td", {}, badge("active")),
+              h("td", {}, h("code", {}, a.code)),
+              h("td", {}, link(hostHref(a.host), a.host)),
+              h("td", {}, a.entity),
+              h("td", { class: "wrap" }, a.reason),
+              h("td", {}, when(a.raisedMs)),
+              h("td", {}, "—")
+            )
+          )
+        );
+      al.cap.textContent = `Active alarms: ${list.length}`;
+      al.t.dataset.state = "ready";
+    };
+  }
+
+  // ---------------------------------------------------------------- host
+  function host(name) {
+    document.title = `Host ${name} · Roost central`;
+    const crumbs = h("p", { class: "crumbs" }, link("/", "Fleet"), " / host");
+    const head = h("div");
+    const wl = table("workloads", `Central's workloads on ${name}`, ["Name", "Set", "Phase", "Restarts", "Instance", "Spec digest"]);
+    const local = h("p", { class: "muted" });
+    const al = alarmTable("host-alarms", "Active alarms", false);
+    const err = h("div");
+    main.replaceChildren(
+      crumbs,
+      h("h1", {}, `Host ${name}`),
+      err,
+      head,
+      h("h2", {}, "CPU partition"),
+      h(
+        "p",
+        { class: "note", id: "cpu-note" },
+        "Central has no CPU layout for this host: the host link reports workloads, alarms and heartbeats, not the host's cores or which workload holds each. ",
+        "Run ",
+        h("code", {}, "roost ps"),
+        " on the host to see placement."
+      ),
+      h("h2", {}, "Workloads"),
+      h("div", { class: "table-wrap" }, wl.t),
+      local,
+      h("h2", {}, "Logs and latency"),
+      h(
+        "p",
+        { class: "note", id: "logs-note" },
+        "No live log tail or latency figures here: the host link carries no log lines or probe results to central yet. On the host: ",
+        h("code", {}, "roost logs NAME"),
+        "."
+      ),
+      h("h2", {}, "Active alarms"),
+      h("div", { class: "table-wrap" }, al.t)
+    );
+    return async () => {
+      let x, list;
+      try {
+        [x, list] = await Promise.all([
+          api(`/v1/hosts/${encodeURIComponent(name)}`).then((r) => r.body),
+          api(`/v1/alarms?host=${encodeURIComponent(name)}&active=true`).then((r) => r.body),
+        ]);
+      } catch (e) {
+        showError(err, e);
+        return;
+      }
+      err.replaceChildren();
+      crumbs.replaceChildren(link("/", "Fleet"), " / ", link(subcloudHref(x.subcloud), `subcloud ${x.subcloud}`), " / host");
+      const diff = [];
+      for (const [k, label] of [["missing", "missing"], ["extra", "extra"], ["differ", "different spec"]])
+        if (x.sync[k] && x.sync[k].length) diff.push(`${label}: ${x.sync[k].join(", ")}`);
+      head.replaceChildren(
+        facts([
+          ["Subcloud", link(subcloudHref(x.subcloud), x.subcloud)],
+          ["Group", x.group],
+          ["Availability", badge(x.availability)],
+          ["Sync", h("span", {}, badge(x.sync.state), diff.length ? ` (${diff.join("; ")})` : "")],
+          ["Roost version", x.roostVersion || "—"],
+          ["Address", x.address || "—"],
+          ["Heartbeat", `every ${x.heartbeatMs} ms`],
+          ["Last seen", `${ago(x.lastSeenMs)} (${when(x.lastSeenMs)})`],
+          ["Enrolled", when(x.enrolledMs)],
+          ["Certificate expires", when(x.certNotAfterMs)],
+          ["Apply errors", x.applyErrors && x.applyErrors.length ? x.applyErrors.join("; ") : "none"],
+          ["Active alarms", `${x.alarms.critical} critical, ${x.alarms.major} major, ${x.alarms.minor} minor, ${x.alarms.warning} warning`],
+        ])
+      );
+      const ws = x.workloads || [];
+      if (ws.length === 0) emptyRow(wl.tb, 6, x.availability === "online" ? "Central runs no workloads here." : "No report from this host since central started.");
+      else
+        wl.tb.replaceChildren(
+          ...ws.map((w) =>
+            h(
+              "tr",
+              { "data-name": w.name },
+              h("th", { scope: "row" }, w.name),
+              h("td", {}, w.set),
+              h("td", {}, badge(w.phase)),
+              h("td", { class: "num" }, fmtNum(w.restarts)),
+              h("td", { class: "num" }, w.instance ? String(w.instance) : "—"),
+              h("td", {}, h("code", { title: w.specDigest }, String(w.specDigest).slice(0, 12)))
+            )
+          )
+        );
+      wl.cap.textContent = `Central's workloads on ${name}: ${ws.length}`;
+      wl.t.dataset.state = "ready";
+      local.textContent = x.localWorkloads
+        ? `${x.localWorkloads} workload(s) made locally on this host are not shown: central leaves them alone.`
+        : "No local workloads on this host.";
+      al.fill(list, list.length);
+    };
+  }
+
+  // ---------------------------------------------------------------- strategies
+  function strategies() {
+    document.title = "Strategies · Roost central";
+    main.replaceChildren(
+      h("h1", {}, "Strategies"),
+      h(
+        "div",
+        { class: "note", id: "strategies-placeholder", role: "note" },
+        h("p", {}, h("strong", {}, "Not available yet."), " Strategies — create one, watch per-subcloud progress live, approve, abort — are being built in a separate change (API ", h("code", {}, "/v1/strategies"), ")."),
+        h("p", {}, "This page will show them once that change lands. Nothing here is simulated.")
+      )
+    );
+    return async () => {};
+  }
+
+  // ---------------------------------------------------------------- start
+  window.roostTimings = { start: performance.now() };
+  const path = location.pathname;
+  let refresh;
+  let nav = null;
+  let m;
+  if (path === "/") {
+    nav = "overview";
+    refresh = overview();
+  } else if (path === "/alarms") {
+    nav = "alarms";
+    refresh = alarms();
+  } else if (path === "/strategies") {
+    nav = "strategies";
+    refresh = strategies();
+  } else if ((m = path.match(/^\/subclouds\/([^/]+)$/))) {
+    nav = "overview";
+    refresh = subcloud(decodeURIComponent(m[1]));
+  } else if ((m = path.match(/^\/hosts\/([^/]+)$/))) {
+    nav = "overview";
+    refresh = host(decodeURIComponent(m[1]));
+  } else {
+    main.replaceChildren(h("h1", {}, "No such page"), h("p", {}, link("/", "Back to the fleet")));
+    refresh = async () => {};
+  }
+  for (const a of document.querySelectorAll("[data-nav]")) if (a.dataset.nav === nav) a.setAttribute("aria-current", "page");
+
+  (async () => {
+    let cursor = 0;
+    try {
+      cursor = (await api("/v1/status")).body.lastEvent;
+    } catch (e) {
+      setLive(false, "Not live");
+    }
+    const again = liveRefresher(refresh);
+    startLive(cursor, () => again());
+    await refresh();
+    main.setAttribute("aria-busy", "false");
+    document.body.dataset.ready = "true";
+  })();
+})();
