@@ -47,3 +47,6 @@ if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev
   echo "ci/deps.sh: installing cargo-nextest" >&2
   cargo install --locked --quiet cargo-nextest
 fi
+
+# The console's browser tests: playwright-core (pinned by tests/console/package-lock.json).
+"$(dirname "$0")/console-driver.sh"
