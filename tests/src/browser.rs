@@ -182,8 +182,10 @@ impl Browser {
 
     /// Wait (at most `timeout`) until `selector` is visible.
     pub async fn wait(&mut self, selector: &str, timeout: Duration) {
-        self.must(json!({"op": "wait", "selector": selector, "timeout": timeout.as_millis() as u64}))
-            .await;
+        self.must(
+            json!({"op": "wait", "selector": selector, "timeout": timeout.as_millis() as u64}),
+        )
+        .await;
     }
 
     /// Wait (at most `timeout`) until `selector` is in the page (visible or not).
@@ -247,7 +249,10 @@ impl Browser {
             if method == "GET" { "undefined".to_string() } else { json!("{\"name\":\"csrf-probe\"}").to_string() }
         );
         let v = self.eval(&expr).await;
-        (v[0].as_u64().unwrap_or(0) as u16, v[1].as_str().unwrap_or("").to_string())
+        (
+            v[0].as_u64().unwrap_or(0) as u16,
+            v[1].as_str().unwrap_or("").to_string(),
+        )
     }
 
     /// Save a 1440×900 screenshot as `target/screenshots/NAME.png`.

@@ -68,6 +68,16 @@ fn stats_differ(shown: &Value, status: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The page shows no raw data: no `[object …]`, no JSON object text.
+async fn no_raw_data(b: &mut Browser, page: &str) {
+    let text = b.eval("document.body.innerText").await;
+    let text = text.as_str().unwrap_or("");
+    assert!(
+        !text.contains("[object") && !text.contains("{\"") && !text.contains("undefined"),
+        "{page} shows raw data:\n{text}"
+    );
+}
+
 async fn log_in(b: &mut Browser, url: &str, token: &str) {
     b.goto(&format!("{url}/login")).await;
     b.fill("#token", token).await;
@@ -113,15 +123,26 @@ async fn fleet_case(be: Backend) {
         let (status, body) = b.fetch("GET", path, json!({})).await;
         assert_eq!(status, 401, "GET {path} without a session: {body}");
     }
-    let (status, _) = b.fetch("POST", "/v1/groups", json!({"content-type": "application/json"})).await;
+    let (status, _) = b
+        .fetch(
+            "POST",
+            "/v1/groups",
+            json!({"content-type": "application/json"}),
+        )
+        .await;
     assert_eq!(status, 401, "POST without a session");
 
     // A wrong token is refused, and gives no session.
     b.fill("#token", "not-the-operator-token").await;
     b.click("button[type=submit]").await;
     b.wait("#login-error", T).await;
-    let err = b.eval("document.querySelector('#login-error').textContent").await;
-    assert!(err.as_str().unwrap().contains("Wrong operator token"), "{err}");
+    let err = b
+        .eval("document.querySelector('#login-error').textContent")
+        .await;
+    assert!(
+        err.as_str().unwrap().contains("Wrong operator token"),
+        "{err}"
+    );
     assert!(b.url().await.ends_with("/login"));
     let (status, _) = b.fetch("GET", "/v1/status", json!({})).await;
     assert_eq!(status, 401, "the API after a refused login");
@@ -131,7 +152,11 @@ async fn fleet_case(be: Backend) {
     // The right token: the overview, its counts as the API gives them.
     log_in(&mut b, &url, &f.central.token()).await;
     let cookie = b.eval("document.cookie").await;
-    assert_eq!(cookie, json!(""), "the session cookie is HttpOnly: scripts must not see it");
+    assert_eq!(
+        cookie,
+        json!(""),
+        "the session cookie is HttpOnly: scripts must not see it"
+    );
     b.wait_attached("#subclouds[data-state=ready]", T).await;
     let api = &f.central;
     let t = Instant::now();
@@ -157,8 +182,11 @@ async fn fleet_case(be: Backend) {
         .eval("[...document.querySelectorAll('#subclouds tbody tr')].map(r => r.dataset.name)")
         .await;
     assert_eq!(rows, json!(["s1", "s2", "s3"]));
-    let total = b.eval("document.querySelector('#subclouds').dataset.total").await;
+    let total = b
+        .eval("document.querySelector('#subclouds').dataset.total")
+        .await;
     assert_eq!(total, json!("3"));
+    no_raw_data(&mut b, "overview").await;
     b.screenshot("overview").await;
 
     // CSRF: with the session cookie but without (or with a wrong) X-CSRF-Token, a POST
@@ -192,7 +220,11 @@ async fn fleet_case(be: Backend) {
         .await;
     assert_eq!(status, 201, "POST with the session's CSRF token: {body}");
     let (status, body) = b
-        .fetch("DELETE", "/v1/groups/csrf-probe", json!({"x-csrf-token": token}))
+        .fetch(
+            "DELETE",
+            "/v1/groups/csrf-probe",
+            json!({"x-csrf-token": token}),
+        )
         .await;
     assert_eq!(status, 200, "DELETE with the CSRF token: {body}");
     // The logout form is refused without its token too.
@@ -204,6 +236,7 @@ async fn fleet_case(be: Backend) {
     b.wait_path("/subclouds/s1", T).await;
     b.wait_attached("#hosts[data-state=ready] tr[data-name=h1]", T)
         .await;
+    no_raw_data(&mut b, "subcloud").await;
     b.screenshot("subcloud").await;
     b.click("#hosts a[href='/hosts/h1']").await;
     b.wait_path("/hosts/h1", T).await;
@@ -217,10 +250,17 @@ async fn fleet_case(be: Backend) {
         .await;
     assert_eq!(
         ws,
-        json!([["web-0", "running"], ["web-1", "running"], ["web-2", "running"]])
+        json!([
+            ["web-0", "running"],
+            ["web-1", "running"],
+            ["web-2", "running"]
+        ])
     );
-    let note = b.eval("document.querySelector('#cpu-note').textContent").await;
+    let note = b
+        .eval("document.querySelector('#cpu-note').textContent")
+        .await;
     assert!(note.as_str().unwrap().contains("no CPU layout"), "{note}");
+    no_raw_data(&mut b, "host").await;
     b.screenshot("host").await;
 
     // The keyboard alone: filter, sort and follow a link from the overview.
@@ -274,18 +314,25 @@ async fn fleet_case(be: Backend) {
         "console: h3 cut off -> its host.offline alarm on the open alarms page",
         t.elapsed(),
     );
-    assert_eq!(b.eval("window.__noReload").await, json!(17), "the page reloaded");
+    assert_eq!(
+        b.eval("window.__noReload").await,
+        json!(17),
+        "the page reloaded"
+    );
     let api_alarms = api.get("/v1/alarms?active=true&severity=critical").await;
     assert!(
         api_alarms.to_string().contains("host.offline"),
         "{api_alarms}"
     );
+    no_raw_data(&mut b, "alarms").await;
     b.screenshot("alarms").await;
     // Filters: cleared only, then by subcloud and severity.
     f.net.link_up(f.index("h3"));
     f.wait_online(&["h3"]).await;
-    b.goto(&format!("{url}/alarms?state=cleared&subcloud=s3&severity=critical"))
-        .await;
+    b.goto(&format!(
+        "{url}/alarms?state=cleared&subcloud=s3&severity=critical"
+    ))
+    .await;
     b.wait_attached("#alarms[data-state=ready] tr[data-code='host.offline']", T)
         .await;
     let states = b
@@ -299,6 +346,7 @@ async fn fleet_case(be: Backend) {
     // Strategies: a marked placeholder, no data.
     b.goto(&format!("{url}/strategies")).await;
     b.wait("#strategies-placeholder", T).await;
+    no_raw_data(&mut b, "strategies").await;
     b.screenshot("strategies").await;
 
     // Logout ends the session: the API refuses and pages go to the login.
@@ -421,7 +469,11 @@ async fn ten_thousand(c: LoopbackCentral) {
     let page: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(page.as_array().map(Vec::len), Some(50));
     assert_eq!(page[0]["alarms"]["critical"], 1, "{}", page[0]);
-    record(test, "API: GET /v1/subclouds sorted by critical, 50 of 10,000", api_sort);
+    record(
+        test,
+        "API: GET /v1/subclouds sorted by critical, 50 of 10,000",
+        api_sort,
+    );
 
     let token = std::fs::read_to_string(c.data().join("operator.token")).unwrap();
     let spki = spki_sha256(&c.data().join("server.pem"));
@@ -439,10 +491,27 @@ async fn ten_thousand(c: LoopbackCentral) {
         .await;
     let first = t.elapsed();
     let in_page = b.eval("window.roostTimings.firstTable").await;
-    record(test, "console: overview load -> first 50 of 10,000 rows drawn", first);
+    record(
+        test,
+        "console: overview load -> first 50 of 10,000 rows drawn",
+        first,
+    );
     println!("console_10k: in the page, navigation start -> table drawn: {in_page} ms");
-    let rows = b.eval("document.querySelectorAll('#subclouds tbody tr').length").await;
+    let rows = b
+        .eval("document.querySelectorAll('#subclouds tbody tr').length")
+        .await;
     assert_eq!(rows, json!(50));
+    b.wait_attached("#stats[data-state=ready]", T).await;
+    let now: Value = {
+        let r = client
+            .request(hyper::Method::GET, "/v1/status", None)
+            .await
+            .unwrap();
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    let diff = stats_differ(&shown_stats(&mut b).await, &now);
+    assert!(diff.is_empty(), "overview at 10,000 vs the API: {diff:?}");
+    no_raw_data(&mut b, "overview-10k").await;
     b.screenshot("overview-10k").await;
 
     // Sort by critical alarms (most first), then by last seen, then by name descending.
@@ -468,7 +537,11 @@ async fn ten_thousand(c: LoopbackCentral) {
     let top = b
         .eval("document.querySelector('#subclouds tbody tr').dataset.name")
         .await;
-    assert_eq!(top, json!("site-09999"), "name descending starts at the last");
+    assert_eq!(
+        top,
+        json!("site-09999"),
+        "name descending starts at the last"
+    );
     // Filter to one group's unmanaged, offline subclouds and page through.
     let t = Instant::now();
     b.fill("#f-q", "region-3").await;

@@ -145,9 +145,9 @@ impl SubcloudQuery {
     }
 
     fn keeps(&self, v: &SubcloudView, needle: Option<&str>) -> bool {
-        needle.is_none_or(|n| {
-            v.name.to_lowercase().contains(n) || v.group.to_lowercase().contains(n)
-        }) && self.group.as_ref().is_none_or(|g| v.group == *g)
+        needle
+            .is_none_or(|n| v.name.to_lowercase().contains(n) || v.group.to_lowercase().contains(n))
+            && self.group.as_ref().is_none_or(|g| v.group == *g)
             && self
                 .availability
                 .as_ref()
@@ -374,10 +374,7 @@ mod tests {
             .filter_map(|n| st.subcloud_view(n, false))
             .collect();
         assert_eq!(st.subcloud_rows(), one_by_one);
-        let avail: Vec<&str> = one_by_one
-            .iter()
-            .map(|v| v.availability.as_str())
-            .collect();
+        let avail: Vec<&str> = one_by_one.iter().map(|v| v.availability.as_str()).collect();
         for a in ["empty", "degraded", "offline"] {
             assert!(avail.contains(&a), "{a} in {avail:?}");
         }

@@ -239,7 +239,8 @@ const SUBCLOUD_PARAMS: &[Param] = &[
         name: "limit",
         kind: "integer",
         enumeration: &[],
-        description: "Rows at most, 1 to 1000 (default all); the X-Total-Count header gives how many matched",
+        description:
+            "Rows at most, 1 to 1000 (default all); the X-Total-Count header gives how many matched",
     },
 ];
 
@@ -782,12 +783,8 @@ async fn rm_group(State(st): S, Name(name): Name) -> Answered<Removed> {
 }
 
 fn parse_count(name: &str, v: &str) -> Result<usize, ApiError> {
-    v.parse().map_err(|_| {
-        ApiError::field(
-            name,
-            format!("`{v}` is not a count: give a whole number"),
-        )
-    })
+    v.parse()
+        .map_err(|_| ApiError::field(name, format!("`{v}` is not a count: give a whole number")))
 }
 
 async fn list_subclouds(

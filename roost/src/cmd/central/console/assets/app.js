@@ -464,7 +464,8 @@
   function subcloud(name) {
     document.title = `Subcloud ${name} · Roost central`;
     const head = h("div");
-    const hosts = table("hosts", `Hosts of ${name}`, ["Name", "Availability", "Sync", "Critical", "Major", "Minor", "Last seen", "Roost version", "Address"]);
+    const numTh = (x) => h("th", { scope: "col", class: "num" }, x);
+    const hosts = table("hosts", `Hosts of ${name}`, ["Name", "Availability", "Sync", numTh("Critical"), numTh("Major"), numTh("Minor"), "Last seen", "Roost version", "Address"]);
     const al = alarmTable("subcloud-alarms", "Active alarms", false);
     al.head.insertBefore(h("th", { scope: "col" }, "Host"), al.head.children[3]);
     const err = h("div");
@@ -552,7 +553,8 @@
     document.title = `Host ${name} · Roost central`;
     const crumbs = h("p", { class: "crumbs" }, link("/", "Fleet"), " / host");
     const head = h("div");
-    const wl = table("workloads", `Central's workloads on ${name}`, ["Name", "Set", "Phase", "Restarts", "Instance", "Spec digest"]);
+    const numTh = (x) => h("th", { scope: "col", class: "num" }, x);
+    const wl = table("workloads", `Central's workloads on ${name}`, ["Name", "Set", "Phase", numTh("Restarts"), numTh("Instance"), "Spec digest"]);
     const local = h("p", { class: "muted" });
     const al = alarmTable("host-alarms", "Active alarms", false);
     const err = h("div");
