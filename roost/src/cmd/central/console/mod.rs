@@ -96,7 +96,7 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .find(|(k, _)| k.trim() == name)
         .map(|(_, v)| v.trim().to_string())
 }
 

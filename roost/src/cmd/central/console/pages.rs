@@ -194,3 +194,33 @@ pub(super) async fn asset(Path(file): Path<String>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names come from hosts: the script builds text nodes only, never parsed markup.
+    #[test]
+    fn the_script_never_parses_markup() {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+        }
+    }
+
+    #[test]
+    fn the_shell_escapes_the_token_it_carries() {
+        let page = SHELL.replace("{{csrf}}", &escape("\"><script>"));
+        assert!(!page.contains("\"><script>"));
+        assert!(
+            !SHELL.contains("<script>"),
+            "no inline script (the CSP forbids it)"
+        );
+    }
+}

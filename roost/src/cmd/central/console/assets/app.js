@@ -1,6 +1,6 @@
 // Roost central console: draws each page from the operator API (/v1/...) with the
 // session cookie, and redraws on central's events (/ui/events, server-sent events).
-// Every element is built with textContent / text nodes, never innerHTML: names come
+// Every element is built with textContent / text nodes, never parsed from HTML strings: names come
 // from hosts and must not become markup.
 "use strict";
 
