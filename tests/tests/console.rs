@@ -294,7 +294,7 @@ async fn fleet_case(be: Backend) {
         .await;
     let unlabelled = b
         .eval(
-            "[...document.querySelectorAll('input:not([type=hidden]), select')]\
+            "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]\
              .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).length",
         )
         .await;
@@ -343,11 +343,60 @@ async fn fleet_case(be: Backend) {
         "{states}"
     );
 
-    // Strategies: a marked placeholder, no data.
+    // Strategies: one created from the form runs to completion, its progress shown.
     b.goto(&format!("{url}/strategies")).await;
-    b.wait("#strategies-placeholder", T).await;
+    b.wait_attached("#strategies[data-state=ready]", T).await;
+    let set = mock_set("db", &["db-0".to_string()]);
+    b.fill("#s-name", "roll-db").await;
+    b.fill("#s-target", "g1").await;
+    b.fill("#s-set", &serde_json::to_string_pretty(&set).unwrap())
+        .await;
+    b.screenshot("strategy-form").await;
+    let t = Instant::now();
+    b.click("#create-strategy button[type=submit]").await;
+    b.wait_path("/strategies/roll-db", T).await;
+    b.wait_attached("#steps[data-strategy-state=complete]", T)
+        .await;
+    f.record(
+        "console: strategy created from the form -> shown complete (2 subclouds)",
+        t.elapsed(),
+    );
+    let steps = b
+        .eval("[...document.querySelectorAll('#steps tbody tr')].map(r => [r.dataset.subcloud, r.dataset.state])")
+        .await;
+    assert_eq!(steps, json!([["s1", "complete"], ["s2", "complete"]]));
+    let progress = b
+        .eval("document.querySelector('.progress').textContent")
+        .await;
+    assert!(
+        progress.as_str().unwrap().contains("2 of 2 done"),
+        "{progress}"
+    );
+    let st = api.get("/v1/strategies/roll-db").await;
+    assert_eq!(st["state"], "complete", "{st}");
+    for h in ["h1", "h2"] {
+        let want: BTreeSet<String> = ["web-0", "web-1", "web-2", "db-0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        f.wait_running(h, &want, T).await;
+    }
+    no_raw_data(&mut b, "strategy").await;
+    b.screenshot("strategy").await;
+    b.goto(&format!("{url}/strategies")).await;
+    b.wait_attached("#strategies[data-state=ready] tr[data-name=roll-db]", T)
+        .await;
     no_raw_data(&mut b, "strategies").await;
     b.screenshot("strategies").await;
+    // A form error names the field.
+    b.fill("#s-name", "Bad Name").await;
+    b.fill("#s-target", "g1").await;
+    b.click("#create-strategy button[type=submit]").await;
+    b.wait("#create-error .error", T).await;
+    let e = b
+        .eval("document.querySelector('#create-error').textContent")
+        .await;
+    assert!(e.as_str().unwrap().contains("name"), "{e}");
 
     // Logout ends the session: the API refuses and pages go to the login.
     b.click(".logout button").await;
@@ -382,6 +431,7 @@ async fn seed(data: &std::path::Path) {
             group: format!("region-{}", i % 10),
             managed: i % 7 != 0,
             labels: Default::default(),
+            release: None,
             created_ms: 1,
         }));
         if i % 5 == 0 {

@@ -310,6 +310,7 @@ mod tests {
                     group: if i % 2 == 0 { "even" } else { "odd" }.into(),
                     managed: i % 3 != 0,
                     labels: Default::default(),
+                    release: None,
                     created_ms: 1,
                 },
             );

@@ -61,6 +61,7 @@ pub fn mount(api: Router, central: Arc<Central>, operator_token: &str) -> Router
         .route("/", get(pages::page))
         .route("/alarms", get(pages::page))
         .route("/strategies", get(pages::page))
+        .route("/strategies/{name}", get(pages::page))
         .route("/subclouds/{name}", get(pages::page))
         .route("/hosts/{name}", get(pages::page))
         .route("/login", get(pages::login_form).post(pages::login))

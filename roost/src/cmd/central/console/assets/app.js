@@ -30,13 +30,18 @@
   async function api(path, opts = {}) {
     const headers = { Accept: "application/json" };
     if (opts.method && opts.method !== "GET") headers["X-CSRF-Token"] = CSRF;
+    if (opts.body) headers["Content-Type"] = "application/json";
     const r = await fetch(path, { credentials: "same-origin", ...opts, headers });
     if (r.status === 401) {
       location.assign("/login");
       throw new Error("the session ended; log in again");
     }
     const body = await r.json().catch(() => null);
-    if (!r.ok) throw new Error(body && body.error ? body.error : `${path}: HTTP ${r.status}`);
+    if (!r.ok) {
+      const e = new Error(body && body.error ? body.error : `${path}: HTTP ${r.status}`);
+      e.details = (body && body.details) || [];
+      throw e;
+    }
     return { body, total: Number(r.headers.get("X-Total-Count") || 0) };
   }
 
@@ -229,7 +234,10 @@
     );
 
     async function loadStats() {
-      const s = (await api("/v1/status")).body;
+      const [s, strats] = await Promise.all([
+        api("/v1/status").then((r) => r.body),
+        api("/v1/strategies").then((r) => r.body).catch(() => null),
+      ]);
       cards.replaceChildren(
         statCard("Subclouds", s.subclouds, [
           ["Online", "subclouds-online", s.subcloudsOnline],
@@ -254,13 +262,14 @@
           ["Minor", "alarms-minor", s.alarms.minor],
           ["Warning", "alarms-warning", s.alarms.warning],
         ]),
-        h(
-          "section",
-          { class: "card", "aria-label": "Strategies" },
-          h("h2", {}, "Strategies"),
-          h("p", { class: "muted" }, "Not available yet: strategies are being built in a separate change."),
-          link("/strategies", "About strategies")
-        )
+        strats === null
+          ? h("section", { class: "card", "aria-label": "Strategies" }, h("h2", {}, "Strategies"), h("p", { class: "muted" }, "Could not load the strategies."))
+          : statCard("Strategies", null, [
+              ["Running", "strategies-running", strats.filter((x) => RUNNING.has(x.state)).length],
+              ["Complete", "strategies-complete", strats.filter((x) => x.state === "complete").length],
+              ["Failed or aborted", "strategies-failed", strats.filter((x) => x.state === "failed" || x.state === "aborted").length],
+              ["Not applied", "strategies-initial", strats.filter((x) => x.state === "initial").length],
+            ])
       );
       cards.dataset.state = "ready";
       return s;
@@ -645,18 +654,219 @@
   }
 
   // ---------------------------------------------------------------- strategies
-  function strategies() {
-    document.title = "Strategies · Roost central";
-    main.replaceChildren(
-      h("h1", {}, "Strategies"),
+  const RUNNING = new Set(["applying", "paused", "aborting"]);
+  function changeText(c) {
+    if (c && c.set) return `set ${c.set.set} (generation ${c.set.generation})`;
+    if (c && c.release) return `release ${c.release.version}`;
+    return "—";
+  }
+  function targetText(t) {
+    if (t && t.group !== undefined) return `group ${t.group}`;
+    if (t && t.subclouds) return `subclouds ${t.subclouds.join(", ")}`;
+    if (t && t.selector !== undefined) return `selector ${t.selector}`;
+    return "—";
+  }
+  const strategyHref = (n) => `/strategies/${encodeURIComponent(n)}`;
+  function done(p) {
+    return p.complete + p.failed + p.skipped + p.rolledBack;
+  }
+  function progressOf(name, p) {
+    const text = `${done(p)} of ${p.total} done (${p.complete} complete, ${p.failed} failed, ${p.skipped} skipped, ${p.rolledBack} rolled back, ${p.applying} applying)`;
+    return h(
+      "span",
+      { class: "progress" },
+      h("progress", { max: Math.max(1, p.total), value: done(p), "aria-label": `Progress of ${name}` }),
+      " ",
+      text
+    );
+  }
+  function problems(where, e) {
+    where.replaceChildren(
       h(
         "div",
-        { class: "note", id: "strategies-placeholder", role: "note" },
-        h("p", {}, h("strong", {}, "Not available yet."), " Strategies — create one, watch per-subcloud progress live, approve, abort — are being built in a separate change (API ", h("code", {}, "/v1/strategies"), ")."),
-        h("p", {}, "This page will show them once that change lands. Nothing here is simulated.")
+        { class: "error", role: "alert" },
+        h("p", {}, e.message),
+        e.details && e.details.length ? h("ul", {}, e.details.map((d) => h("li", {}, `${d.field}: ${d.message}`))) : null
       )
     );
-    return async () => {};
+  }
+
+  function strategies() {
+    document.title = "Strategies · Roost central";
+    const list = table("strategies", "Strategies", ["Name", "Change", "Target", "State", "Progress", "Created"]);
+    const err = h("div");
+    const formErr = h("div", { id: "create-error" });
+    const nameIn = h("input", { type: "text", required: true, autocomplete: "off", placeholder: "e.g. roll-web-2" });
+    const setIn = h("textarea", { rows: 8, spellcheck: "false", placeholder: '{"apiVersion": "roost.dev/v1", "kind": "WorkloadSet", "metadata": {"name": "web"}, "spec": {"workloads": [...]}}' });
+    const releaseIn = h("input", { type: "text", autocomplete: "off", placeholder: "or a release, e.g. 0.2.0" });
+    const kindIn = select([["group", "Group"], ["subclouds", "Subclouds (comma-separated)"], ["selector", "Label selector"]], "group");
+    const targetIn = h("input", { type: "text", required: true, autocomplete: "off", placeholder: "e.g. g1" });
+    const typeIn = select([["parallel", "Parallel"], ["serial", "Serial"]], "parallel");
+    const maxIn = h("input", { type: "number", min: 1, max: 10000, value: 20 });
+    const canaryIn = h("input", { type: "number", min: 0, value: 0 });
+    const healthyIn = h("input", { type: "number", min: 0, step: "any", value: 0 });
+    const applyIn = h("input", { type: "checkbox", checked: true });
+    applyIn.id = "s-apply";
+    const form = h(
+      "form",
+      { class: "card create", id: "create-strategy", "aria-labelledby": "create-title" },
+      h("h2", { id: "create-title" }, "Create a strategy"),
+      h("div", { class: "filters" }, field("s-name", "Name", nameIn), field("s-kind", "Target kind", kindIn), field("s-target", "Target", targetIn)),
+      field("s-set", "Workload set to roll (JSON)", setIn),
+      h("div", { class: "filters" },
+        field("s-release", "Or a Roost release", releaseIn),
+        field("s-type", "Apply type", typeIn),
+        field("s-max", "Subclouds at once", maxIn),
+        field("s-canary", "Canary subclouds (0 = none)", canaryIn),
+        field("s-healthy", "Healthy for (seconds)", healthyIn)),
+      h("div", { class: "check" }, applyIn, h("label", { for: "s-apply" }, "Apply it at once")),
+      formErr,
+      h("button", { type: "submit" }, "Create strategy")
+    );
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const req = { name: nameIn.value.trim() };
+      if (setIn.value.trim()) {
+        try {
+          req.set = JSON.parse(setIn.value);
+        } catch (e) {
+          problems(formErr, { message: `The workload set is not valid JSON: ${e.message}`, details: [] });
+          setIn.focus();
+          return;
+        }
+      }
+      if (releaseIn.value.trim()) req.release = releaseIn.value.trim();
+      const t = targetIn.value.trim();
+      if (kindIn.value === "group") req.group = t;
+      else if (kindIn.value === "subclouds") req.subclouds = t.split(",").map((x) => x.trim()).filter(Boolean);
+      else req.selector = t;
+      req.applyType = typeIn.value;
+      if (typeIn.value === "parallel") req.maxParallel = Number(maxIn.value);
+      if (Number(canaryIn.value)) req.canary = Number(canaryIn.value);
+      if (Number(healthyIn.value)) req.minHealthySeconds = Number(healthyIn.value);
+      try {
+        await api("/v1/strategies", { method: "POST", body: JSON.stringify(req) });
+        if (applyIn.checked) await api(`/v1/strategies/${encodeURIComponent(req.name)}/apply`, { method: "POST" });
+        location.assign(strategyHref(req.name));
+      } catch (e) {
+        problems(formErr, e);
+      }
+    });
+    main.replaceChildren(h("h1", {}, "Strategies"), err, h("div", { class: "table-wrap" }, list.t), form);
+    return async () => {
+      let v;
+      try {
+        v = (await api("/v1/strategies")).body;
+      } catch (e) {
+        showError(err, e);
+        return;
+      }
+      err.replaceChildren();
+      if (v.length === 0) emptyRow(list.tb, 6, "No strategies yet: create one below.");
+      else
+        list.tb.replaceChildren(
+          ...v.map((x) =>
+            h(
+              "tr",
+              { "data-name": x.name },
+              h("th", { scope: "row" }, link(strategyHref(x.name), x.name)),
+              h("td", {}, changeText(x.change)),
+              h("td", {}, targetText(x.target)),
+              h("td", {}, badge(x.state)),
+              h("td", {}, progressOf(x.name, x.progress)),
+              h("td", {}, when(x.createdMs))
+            )
+          )
+        );
+      list.cap.textContent = `Strategies: ${v.length}`;
+      list.t.dataset.state = "ready";
+    };
+  }
+
+  function strategy(name) {
+    document.title = `Strategy ${name} · Roost central`;
+    const head = h("div");
+    const actions = h("div", { class: "actions", role: "group", "aria-label": "Strategy actions" });
+    const actErr = h("div");
+    const steps = table("steps", `Steps of ${name}`, ["#", "Subcloud", "State", "Started", "Finished", "Details"]);
+    main.replaceChildren(
+      h("p", { class: "crumbs" }, link("/strategies", "Strategies"), " / strategy"),
+      h("h1", {}, `Strategy ${name}`),
+      head,
+      actions,
+      actErr,
+      h("h2", {}, "Steps, one per subcloud"),
+      h("div", { class: "table-wrap" }, steps.t)
+    );
+    let refresh;
+    const act = (verb) => async () => {
+      try {
+        if (verb === "remove") {
+          await api(`/v1/strategies/${encodeURIComponent(name)}`, { method: "DELETE" });
+          location.assign("/strategies");
+          return;
+        }
+        await api(`/v1/strategies/${encodeURIComponent(name)}/${verb}`, { method: "POST" });
+        actErr.replaceChildren();
+        await refresh();
+      } catch (e) {
+        problems(actErr, e);
+      }
+    };
+    refresh = async () => {
+      let x;
+      try {
+        x = (await api(`/v1/strategies/${encodeURIComponent(name)}`)).body;
+      } catch (e) {
+        showError(head, e);
+        return;
+      }
+      const o = x.options;
+      head.replaceChildren(
+        facts([
+          ["State", h("span", { id: "strategy-state" }, badge(x.state))],
+          ["Progress", progressOf(name, x.progress)],
+          ["Change", changeText(x.change)],
+          ["Target", targetText(x.target)],
+          ["Apply type", o.applyType === "parallel" ? `parallel, ${o.maxParallel} at once` : "serial"],
+          ["Canary", o.canary ? `${o.canary} subcloud(s), then wait for approval${x.approved ? " (approved)" : ""}` : "none"],
+          ["Failures tolerated", String(o.maxFailures)],
+          ["Offline subclouds", String(o.offline)],
+          ["Healthy for", `${o.minHealthyMs / 1000} s`],
+          ["Roll back failures", o.rollback ? "yes" : "no"],
+          ["Created", when(x.createdMs)],
+          ["Finished", x.finishedMs ? when(x.finishedMs) : "—"],
+          ["Details", x.details || "—"],
+        ])
+      );
+      const buttons = [];
+      if (x.state === "initial") buttons.push(["apply", "Apply"]);
+      if (x.state === "paused") buttons.push(["approve", "Approve the canary and continue"]);
+      if (x.state === "applying" || x.state === "paused") buttons.push(["abort", "Abort"]);
+      if (!RUNNING.has(x.state)) buttons.push(["remove", "Remove"]);
+      actions.replaceChildren(...buttons.map(([verb, label]) => h("button", { type: "button", class: verb === "apply" || verb === "approve" ? null : "plain", "data-action": verb, onclick: act(verb) }, label)));
+      const st = x.steps || [];
+      if (st.length === 0) emptyRow(steps.tb, 6, "No steps: the target matched no subcloud.");
+      else
+        steps.tb.replaceChildren(
+          ...st.map((s) =>
+            h(
+              "tr",
+              { "data-subcloud": s.subcloud, "data-state": s.state },
+              h("td", { class: "num" }, String(s.order + 1)),
+              h("th", { scope: "row" }, link(subcloudHref(s.subcloud), s.subcloud)),
+              h("td", {}, badge(s.state)),
+              h("td", {}, s.startedMs ? when(s.startedMs) : "—"),
+              h("td", {}, s.finishedMs ? when(s.finishedMs) : "—"),
+              h("td", { class: "wrap" }, s.details || "—")
+            )
+          )
+        );
+      steps.cap.textContent = `Steps of ${name}: ${st.length}`;
+      steps.t.dataset.state = "ready";
+      steps.t.dataset.strategyState = x.state;
+    };
+    return () => refresh();
   }
 
   // ---------------------------------------------------------------- start
@@ -674,6 +884,9 @@
   } else if (path === "/strategies") {
     nav = "strategies";
     refresh = strategies();
+  } else if ((m = path.match(/^\/strategies\/([^/]+)$/))) {
+    nav = "strategies";
+    refresh = strategy(decodeURIComponent(m[1]));
   } else if ((m = path.match(/^\/subclouds\/([^/]+)$/))) {
     nav = "overview";
     refresh = subcloud(decodeURIComponent(m[1]));
