@@ -697,7 +697,7 @@
     const err = h("div");
     const formErr = h("div", { id: "create-error" });
     const nameIn = h("input", { type: "text", required: true, autocomplete: "off", placeholder: "e.g. roll-web-2" });
-    const setIn = h("textarea", { rows: 8, spellcheck: "false", placeholder: '{"apiVersion": "roost.dev/v1", "kind": "WorkloadSet", "metadata": {"name": "web"}, "spec": {"workloads": [...]}}' });
+    const setIn = h("textarea", { rows: 8, spellcheck: "false", placeholder: "A WorkloadSet as JSON: apiVersion roost.dev/v1, kind WorkloadSet, metadata.name, spec.workloads (as roost apply takes them)" });
     const releaseIn = h("input", { type: "text", autocomplete: "off", placeholder: "or a release, e.g. 0.2.0" });
     const kindIn = select([["group", "Group"], ["subclouds", "Subclouds (comma-separated)"], ["selector", "Label selector"]], "group");
     const targetIn = h("input", { type: "text", required: true, autocomplete: "off", placeholder: "e.g. g1" });
