@@ -35,9 +35,19 @@ const ops = {
     page.setDefaultTimeout(m.timeout || 30000);
     return context.browser() ? context.browser().version() : "chromium";
   },
+  // Other processes on this machine make and remove network namespaces and veths:
+  // Chromium counts each as a network change and aborts the navigation in flight
+  // (net::ERR_NETWORK_CHANGED). That one error is retried; any other is not.
   async goto(m) {
-    const r = await page.goto(m.url, { waitUntil: "load" });
-    return { status: r ? r.status() : 0, url: page.url() };
+    for (let i = 0; ; i++) {
+      try {
+        const r = await page.goto(m.url, { waitUntil: "load" });
+        return { status: r ? r.status() : 0, url: page.url() };
+      } catch (e) {
+        const changed = /ERR_NETWORK_CHANGED|chrome-error:/.test(String(e.message));
+        if (i >= 4 || !changed) throw e;
+      }
+    }
   },
   async url() {
     return page.url();

@@ -76,6 +76,14 @@ impl Browser {
     /// Install the driver if needed, take the machine's browser lock, start Chromium
     /// (1440×900, a fresh profile) trusting the certificate with this SPKI hash.
     pub async fn launch(spki: &str) -> Browser {
+        Self::launch_in(spki, None).await
+    }
+
+    /// [`Browser::launch`], the browser in network namespace `netns` if given: there
+    /// it sees none of the veths and bridges other tests on this machine add and
+    /// remove, each of which Chromium takes for a network change that aborts its
+    /// requests in flight.
+    pub async fn launch_in(spki: &str, netns: Option<&str>) -> Browser {
         let st = std::process::Command::new(workspace_root().join("ci/console-driver.sh"))
             .status()
             .expect("run ci/console-driver.sh");
@@ -101,7 +109,15 @@ impl Browser {
             .prefix("roost-chromium")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut child = tokio::process::Command::new("node")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns, "node"]);
+                c
+            }
+            None => tokio::process::Command::new("node"),
+        };
+        let mut child = cmd
             .arg(workspace_root().join("tests/console/driver.mjs"))
             .env("ROOST_DRIVER_MODULES", &modules)
             .stdin(Stdio::piped())
@@ -157,9 +173,18 @@ impl Browser {
 
     async fn must(&mut self, req: Value) -> Value {
         let what = req.to_string();
-        self.call(req)
-            .await
-            .unwrap_or_else(|e| panic!("browser {what}: {e}"))
+        match self.call(req).await {
+            Ok(v) => v,
+            Err(e) => {
+                // What the page showed then, to tell a slow page from a wrong one.
+                let page = self
+                    .call(json!({"op": "eval", "expr": "location.href + '\\n' + document.body.innerText"}))
+                    .await
+                    .unwrap_or_else(|e| json!(e));
+                let page = page.as_str().unwrap_or("").to_string();
+                panic!("browser {what}: {e}\n---- the page:\n{page}")
+            }
+        }
     }
 
     /// Load a URL; (HTTP status, final URL).

@@ -5,8 +5,9 @@
 //!   refused; the overview's counts match `GET /v1/status`; a POST without the CSRF
 //!   token is refused; from the subcloud table a click reaches a subcloud, a host and
 //!   its workloads, and the keyboard alone can filter, sort and follow a link; an
-//!   alarm raised by a host cut off appears on the alarms page without a reload;
-//!   logout ends the session.
+//!   alarm a host raises appears on the alarms page without a reload, and leaves it
+//!   when cleared; a strategy created from the form runs to completion with its
+//!   steps shown; logout ends the session.
 //! - `console_10k`: 10,000 subclouds in the store: the table's time to first render
 //!   and to sort, printed and kept in `target/fed-measurements.txt`.
 //!
@@ -19,7 +20,7 @@ use roost_federation::model::{Alarm, Group, Host, Severity, Subcloud};
 use roost_federation::store::Change;
 use roost_tests::browser::{self, spki_sha256, Browser};
 use roost_tests::central::LoopbackCentral;
-use roost_tests::fed::{self, mock_set, record, Backend, Fleet, Store, T};
+use roost_tests::fed::{self, mock_set, record, set_of, Backend, Fleet, Store, T};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -97,8 +98,27 @@ fn console_fleet() {
     fed::run("console_fleet", Store::Sqlite, fleet_case);
 }
 
+/// The usual fleet (g1: s1, s2; g2: s3; h1..h3 online), plus a fourth namespace on
+/// the bridge for the browser (no host there).
+async fn fleet_with_browser_ns(be: Backend) -> Fleet {
+    let mut f = Fleet::new(be, 4).await;
+    for g in ["g1", "g2"] {
+        f.central.cli_ok(&["group", "add", g]).await;
+    }
+    for (s, g) in [("s1", "g1"), ("s2", "g1"), ("s3", "g2")] {
+        f.central
+            .cli_ok(&["subcloud", "add", s, "--group", g])
+            .await;
+    }
+    for (i, s) in ["s1", "s2", "s3"].iter().enumerate() {
+        f.enroll(i, s).await;
+    }
+    f.wait_online(&["h1", "h2", "h3"]).await;
+    f
+}
+
 async fn fleet_case(be: Backend) {
-    let f = Fleet::standard(be).await;
+    let f = fleet_with_browser_ns(be).await;
     let web: Vec<String> = (0..3).map(|i| format!("web-{i}")).collect();
     f.deploy(&mock_set("web", &web), "group/g1").await;
     let want: BTreeSet<String> = web.iter().cloned().collect();
@@ -109,7 +129,7 @@ async fn fleet_case(be: Backend) {
 
     let url = f.central.url();
     let spki = spki_sha256(&f.central.data_dir().join("server.pem"));
-    let mut b = Browser::launch(&spki).await;
+    let mut b = Browser::launch_in(&spki, Some(&f.net.nss[3].name)).await;
 
     // Without a session: every page sends the browser to the login page; the API and
     // the event stream refuse.
@@ -188,6 +208,25 @@ async fn fleet_case(be: Backend) {
     assert_eq!(total, json!("3"));
     no_raw_data(&mut b, "overview").await;
     b.screenshot("overview").await;
+
+    // The event stream resumes after the browser's Last-Event-ID.
+    let resumed = b
+        .eval(
+            "(async () => { const r = await fetch('/ui/events', {headers: {'Last-Event-ID': '3'}}); \
+               const rd = r.body.getReader(); let t = ''; \
+               while (!t.includes('\\n\\n', t.indexOf('id: '))) { \
+                 const c = await rd.read(); if (c.done) break; t += new TextDecoder().decode(c.value); } \
+               rd.cancel(); return [r.status, r.headers.get('content-type'), t]; })()",
+        )
+        .await;
+    assert_eq!(resumed[0], 200, "{resumed}");
+    assert_eq!(resumed[1], "text/event-stream", "{resumed}");
+    let text = resumed[2].as_str().unwrap();
+    let first_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no event in {text}"));
+    assert_eq!(first_id, "4", "resumed after Last-Event-ID 3: {text}");
 
     // CSRF: with the session cookie but without (or with a wrong) X-CSRF-Token, a POST
     // is refused and changes nothing; with the page's token it goes through.
@@ -300,18 +339,28 @@ async fn fleet_case(be: Backend) {
         .await;
     assert_eq!(unlabelled, json!(0), "every control has a label");
 
-    // Live: cut h3 off; its critical host.offline alarm appears on the open alarms
-    // page without a reload (the marker set on the page survives).
+    // Live: a workload on h3 that exits 1 and is never restarted; the host raises a
+    // major workload.failed alarm, which appears on the open alarms page without a
+    // reload (the marker set on the page survives); undeployed, the alarm clears and
+    // leaves the page of active alarms, again without a reload. (Not a cut link: a
+    // veth going down or up is a network change to Chromium, which then drops its
+    // requests.)
     b.goto(&format!("{url}/alarms")).await;
     b.wait_attached(READY, T).await;
     b.wait_attached("#alarms[data-state=ready]", T).await;
     b.eval("window.__noReload = 17").await;
+    let bad = json!({
+        "apiVersion": "roost.dev/v1",
+        "kind": "Workload",
+        "metadata": {"name": "bad"},
+        "spec": {"driver": "mock", "mock": {"runSeconds": 0, "exitCode": 1}, "restartPolicy": "never"}
+    });
     let t = Instant::now();
-    f.net.link_down(f.index("h3"));
-    b.wait_attached("#alarms tr[data-code='host.offline']", T)
+    f.deploy(&set_of("flaky", vec![bad]), "host/h3").await;
+    b.wait_attached("#alarms tr[data-code='workload.failed']", T)
         .await;
     f.record(
-        "console: h3 cut off -> its host.offline alarm on the open alarms page",
+        "console: deploy of a failing workload to h3 -> its alarm on the open alarms page",
         t.elapsed(),
     );
     assert_eq!(
@@ -319,22 +368,32 @@ async fn fleet_case(be: Backend) {
         json!(17),
         "the page reloaded"
     );
-    let api_alarms = api.get("/v1/alarms?active=true&severity=critical").await;
+    let api_alarms = api.get("/v1/alarms?active=true&severity=major").await;
     assert!(
-        api_alarms.to_string().contains("host.offline"),
+        api_alarms.to_string().contains("host/h3/workload/bad"),
         "{api_alarms}"
     );
     no_raw_data(&mut b, "alarms").await;
     b.screenshot("alarms").await;
-    // Filters: cleared only, then by subcloud and severity.
-    f.net.link_up(f.index("h3"));
-    f.wait_online(&["h3"]).await;
+    f.central
+        .cli_ok(&["undeploy", "flaky", "--target", "host/h3"])
+        .await;
+    b.wait_fn(
+        "!document.querySelector(\"#alarms tr[data-code='workload.failed']\")",
+        T,
+    )
+    .await;
+    assert_eq!(b.eval("window.__noReload").await, json!(17));
+    // Filters: cleared only, by subcloud and severity.
     b.goto(&format!(
-        "{url}/alarms?state=cleared&subcloud=s3&severity=critical"
+        "{url}/alarms?state=cleared&subcloud=s3&severity=major"
     ))
     .await;
-    b.wait_attached("#alarms[data-state=ready] tr[data-code='host.offline']", T)
-        .await;
+    b.wait_attached(
+        "#alarms[data-state=ready] tr[data-code='workload.failed']",
+        T,
+    )
+    .await;
     let states = b
         .eval("[...document.querySelectorAll('#alarms tbody tr')].map(r => r.children[1].textContent)")
         .await;

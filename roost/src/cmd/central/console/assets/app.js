@@ -27,11 +27,26 @@
     return el;
   }
 
+  // A read that fails at the network level (the browser saw a network change, a
+  // proxy dropped the connection) is retried a few times with backoff; a write is
+  // not, since it may have been done: its error is shown instead.
+  async function fetchRetrying(path, init) {
+    const method = (init.method || "GET").toUpperCase();
+    for (let i = 0; ; i++) {
+      try {
+        return await fetch(path, init);
+      } catch (e) {
+        if (method !== "GET" || i >= 5) throw e;
+        await new Promise((r) => setTimeout(r, 100 * 2 ** i));
+      }
+    }
+  }
+
   async function api(path, opts = {}) {
     const headers = { Accept: "application/json" };
     if (opts.method && opts.method !== "GET") headers["X-CSRF-Token"] = CSRF;
     if (opts.body) headers["Content-Type"] = "application/json";
-    const r = await fetch(path, { credentials: "same-origin", ...opts, headers });
+    const r = await fetchRetrying(path, { credentials: "same-origin", ...opts, headers });
     if (r.status === 401) {
       location.assign("/login");
       throw new Error("the session ended; log in again");
