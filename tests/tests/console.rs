@@ -82,6 +82,20 @@ async fn no_raw_data(b: &mut Browser, page: &str) {
     );
 }
 
+/// Every control on the page has a label (a `<label for>` or an aria-label), and every
+/// button has a name.
+async fn labelled(b: &mut Browser, page: &str) {
+    let bad = b
+        .eval(
+            "[...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]\
+             .filter(e => e.tagName === 'BUTTON' ? !e.textContent.trim() && !e.getAttribute('aria-label') \
+                 : !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))\
+             .map(e => e.outerHTML.slice(0, 80))",
+        )
+        .await;
+    assert_eq!(bad, json!([]), "{page}: controls without a label");
+}
+
 async fn log_in(b: &mut Browser, url: &str, token: &str) {
     b.goto(&format!("{url}/login")).await;
     b.fill("#token", token).await;
@@ -141,6 +155,7 @@ async fn fleet_case(be: Backend) {
         b.wait_path("/login", T).await;
     }
     b.wait("#token", T).await;
+    labelled(&mut b, "login").await;
     b.screenshot("login").await;
     for path in ["/v1/status", "/v1/subclouds", "/v1/hosts/h1", "/ui/events"] {
         let (status, body) = b.fetch("GET", path, json!({})).await;
@@ -209,6 +224,7 @@ async fn fleet_case(be: Backend) {
         .eval("document.querySelector('#subclouds').dataset.total")
         .await;
     assert_eq!(total, json!("3"));
+    labelled(&mut b, "overview").await;
     no_raw_data(&mut b, "overview").await;
     b.screenshot("overview").await;
 
@@ -278,6 +294,7 @@ async fn fleet_case(be: Backend) {
     b.wait_path("/subclouds/s1", T).await;
     b.wait_attached("#hosts[data-state=ready] tr[data-name=h1]", T)
         .await;
+    labelled(&mut b, "subcloud").await;
     no_raw_data(&mut b, "subcloud").await;
     b.screenshot("subcloud").await;
     b.click("#hosts a[href='/hosts/h1']").await;
@@ -302,6 +319,7 @@ async fn fleet_case(be: Backend) {
         .eval("document.querySelector('#cpu-note').textContent")
         .await;
     assert!(note.as_str().unwrap().contains("no CPU layout"), "{note}");
+    labelled(&mut b, "host").await;
     no_raw_data(&mut b, "host").await;
     b.screenshot("host").await;
 
@@ -376,6 +394,7 @@ async fn fleet_case(be: Backend) {
         api_alarms.to_string().contains("host/h3/workload/bad"),
         "{api_alarms}"
     );
+    labelled(&mut b, "alarms").await;
     no_raw_data(&mut b, "alarms").await;
     b.screenshot("alarms").await;
     f.central
@@ -413,6 +432,7 @@ async fn fleet_case(be: Backend) {
     b.fill("#s-target", "g1").await;
     // Each subcloud must stay healthy 2 s: long enough to watch the steps apply.
     b.fill("#s-healthy", "2").await;
+    labelled(&mut b, "strategy-form").await;
     b.screenshot("strategy-form").await;
     b.fill("#s-set", &serde_json::to_string_pretty(&set).unwrap())
         .await;
@@ -461,11 +481,13 @@ async fn fleet_case(be: Backend) {
             .collect();
         f.wait_running(h, &want, T).await;
     }
+    labelled(&mut b, "strategy").await;
     no_raw_data(&mut b, "strategy").await;
     b.screenshot("strategy").await;
     b.goto(&format!("{url}/strategies")).await;
     b.wait_attached("#strategies[data-state=ready] tr[data-name=roll-db]", T)
         .await;
+    labelled(&mut b, "strategies").await;
     no_raw_data(&mut b, "strategies").await;
     b.screenshot("strategies").await;
     // A form error names the field.
@@ -655,6 +677,7 @@ async fn ten_thousand(url: &str, data: &Path, client: Client, netns: Option<&str
     };
     let diff = stats_differ(&shown_stats(&mut b).await, &now);
     assert!(diff.is_empty(), "overview at 10,000 vs the API: {diff:?}");
+    labelled(&mut b, "overview-10k").await;
     no_raw_data(&mut b, "overview-10k").await;
     b.screenshot("overview-10k").await;
 
