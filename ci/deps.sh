@@ -7,6 +7,7 @@ APT_PACKAGES=(
   containerd runc protobuf-compiler busybox-static
   rt-tests stress-ng time qemu-system-x86 skopeo docker-registry
   iproute2 binutils gcc python3 openssl ca-certificates
+  chromium chromium-driver
 )
 
 missing=()
@@ -15,6 +16,12 @@ for p in "${APT_PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# The console's browser tests drive Chromium with playwright-core (Node.js + npm):
+# a machine that already has a Node.js with npm (e.g. NodeSource's) keeps it.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -40,3 +47,6 @@ if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev
   echo "ci/deps.sh: installing cargo-nextest" >&2
   cargo install --locked --quiet cargo-nextest
 fi
+
+# The console's browser tests: playwright-core (pinned by tests/console/package-lock.json).
+"$(dirname "$0")/console-driver.sh"

@@ -19,10 +19,18 @@ pub struct LoopbackCentral {
 impl LoopbackCentral {
     /// Start central and wait until it serves.
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Run `seed` on the (new) data dir, e.g. to fill the store, then start central
+    /// on it and wait until it serves.
+    pub fn start_with(seed: impl FnOnce(&std::path::Path)) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("roost-c")
             .tempdir_in("/tmp")
             .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        seed(&dir.path().join("data"));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -35,6 +35,7 @@ pub fn workspace_root() -> PathBuf {
         .expect("tests/ has a parent")
         .to_path_buf()
 }
+pub mod browser;
 pub mod central;
 pub mod container;
 pub mod daemon;

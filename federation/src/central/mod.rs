@@ -9,11 +9,13 @@
 
 mod hosts;
 mod ops;
+mod page;
 mod rollout;
 mod state;
 mod strategies;
 mod views;
 
+pub use page::{SubcloudPage, SubcloudQuery, SubcloudSort, MAX_PAGE};
 pub use state::SyncState;
 pub use views::{
     AlarmCounts, AlarmFilter, DeployResult, FleetStatus, HostView, SubcloudView, SyncView,

@@ -303,7 +303,8 @@ impl Drop for Net {
     }
 }
 
-pub(crate) fn free_port(ip: Ipv4Addr) -> u16 {
+/// A TCP port free on `ip` now.
+pub fn free_port(ip: Ipv4Addr) -> u16 {
     std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()

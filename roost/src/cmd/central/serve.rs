@@ -284,10 +284,11 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The operator API plus the host link's two gRPC methods.
+/// The operator API and the console, plus the host link's two gRPC methods.
 fn router(central: Arc<Central>, token: String) -> axum::Router {
     let link = LinkService::server(Arc::clone(&central));
-    super::api::router(central, token)
+    let api = super::api::router(Arc::clone(&central), token.clone());
+    super::console::mount(api, central, &token)
         .route_service("/roost.link.v1.HostLink/Session", link.clone())
         .route_service("/roost.link.v1.HostLink/Enroll", link)
 }

@@ -10,6 +10,7 @@
 mod openapi;
 mod strategies;
 mod stream;
+mod table;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
@@ -178,6 +179,12 @@ const ALARM_PARAMS: &[Param] = &[
         enumeration: &[],
         description: "Only alarms not cleared",
     },
+    Param {
+        name: "cleared",
+        kind: "boolean",
+        enumeration: &[],
+        description: "Only cleared alarms",
+    },
 ];
 
 const EVENT_PARAMS: &[Param] = &[
@@ -241,8 +248,11 @@ pub static ROUTES: &[Route] = &[
     route!(Delete "/v1/groups/{name}" "removeGroup" "Remove an empty group", delete(rm_group),
         answer: Answer::Json(200, schema::<Removed>),
         errors: &[NOT_FOUND, CONFLICT, STORE]),
-    route!(Get "/v1/subclouds" "listSubclouds" "Every subcloud", get(list_subclouds),
-        answer: Answer::Json(200, schema::<Vec<SubcloudView>>)),
+    route!(Get "/v1/subclouds" "listSubclouds" "Subclouds: filtered, sorted, paged (X-Total-Count: how many matched)",
+        get(table::list_subclouds),
+        query: table::SUBCLOUD_PARAMS,
+        answer: Answer::Json(200, schema::<Vec<SubcloudView>>),
+        errors: &[(422, "A query parameter is wrong; `details` names it")]),
     route!(Post "/v1/subclouds" "addSubcloud" "Add a subcloud (managed)", post(add_subcloud),
         body: Some(schema::<AddSubcloud>),
         answer: Answer::Json(201, schema::<SubcloudView>),
@@ -411,8 +421,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Put on a request by the console's session layer when the request carries a live
+/// console session (and, for a state-changing method, its CSRF token): it stands for
+/// the operator token.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOperator;
+
 async fn auth(State(st): S, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/healthz" {
+    if req.uri().path() == "/healthz" || req.extensions().get::<SessionOperator>().is_some() {
         return next.run(req).await;
     }
     let given = req
@@ -709,10 +725,6 @@ async fn rm_group(State(st): S, Name(name): Name) -> Answered<Removed> {
     }))
 }
 
-async fn list_subclouds(State(st): S) -> Json<Vec<SubcloudView>> {
-    Json(st.central.subclouds())
-}
-
 async fn add_subcloud(
     State(st): S,
     body: Result<Bytes, BytesRejection>,
@@ -827,6 +839,7 @@ async fn list_alarms(
                 f.severity =
                     Some(Severity::from_str(&v).map_err(|e| ApiError::field("severity", e))?)
             }
+            "cleared" => f.cleared = parse_bool("cleared", &v)?,
             _ => f.active = parse_bool("active", &v)?,
         }
     }
