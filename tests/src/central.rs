@@ -64,6 +64,11 @@ impl LoopbackCentral {
         c
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its data dir.
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
