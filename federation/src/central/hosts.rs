@@ -359,6 +359,7 @@ impl Central {
                 let mut st = self.lock();
                 if let Some(l) = st.live.get_mut(host) {
                     l.apply_errors = a.errors.into_iter().take(100).collect();
+                    l.applied_digest = clip(&a.digest, 128);
                 }
             }
             Some(Body::Renew(r)) => self.on_renew(host, &r.csr_pem).await,

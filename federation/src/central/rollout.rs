@@ -95,9 +95,14 @@ fn judge(st: &State, change: &StrategyChange, step: &Step, alarms: &[&Alarm]) ->
                         step.subcloud
                     ));
                 };
+                // Only errors of applying what central wants now: an older apply's
+                // errors say nothing of this step.
+                let current =
+                    !live.apply_errors.is_empty() && live.applied_digest == st.desired_for(h).1;
                 if let Some(e) = live
                     .apply_errors
                     .iter()
+                    .filter(|_| current)
                     .find(|e| dep.items.iter().any(|(n, _, _)| *n == e.workload))
                 {
                     return Verdict::Fail(format!(

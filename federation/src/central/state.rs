@@ -88,6 +88,8 @@ pub(crate) struct Live {
     pub addr: Option<std::net::SocketAddr>,
     pub report: Option<proto::Report>,
     pub apply_errors: Vec<proto::ApplyError>,
+    /// The desired-state digest `apply_errors` came from.
+    pub applied_digest: String,
     pub last_push_ms: u64,
     pub sync: Option<SyncState>,
 }
