@@ -42,6 +42,46 @@ pub struct Subcloud {
     pub created_ms: u64,
 }
 
+/// A Roost binary central serves to hosts (`roost central release add`), stored as
+/// `<data-dir>/releases/<sha256>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Release {
+    /// The version hosts report once they run it (`[0-9A-Za-z.+-]`, at most 64).
+    pub version: String,
+    /// SHA-256 (hex) of the binary: what hosts verify before swapping.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Unix ms.
+    pub added_ms: u64,
+}
+
+/// The longest release version.
+pub const MAX_VERSION_LEN: usize = 64;
+
+/// Check a release version: 1-64 of `0-9 A-Z a-z . + -`.
+pub fn check_version(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("empty: give the version hosts will report, e.g. `0.2.0`".into());
+    }
+    if v.len() > MAX_VERSION_LEN {
+        return Err(format!(
+            "{} characters: a version has at most {MAX_VERSION_LEN}",
+            v.len()
+        ));
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-')))
+    {
+        return Err(format!(
+            "`{v}` holds {c:?}: use only 0-9, A-Z, a-z, `.`, `+` and `-` (e.g. `0.2.0+build1`)"
+        ));
+    }
+    Ok(())
+}
+
 /// An enrolled host, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -372,6 +412,17 @@ mod tests {
             .unwrap_err()
             .contains("not a valid name"));
         assert!("edge".parse::<Target>().unwrap_err().contains("group/NAME"));
+    }
+
+    #[test]
+    fn versions_are_checked() {
+        for ok in ["0.1.0", "0.1.0+t1", "1.2.3-rc.1", &"9".repeat(64)] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        assert!(check_version("").unwrap_err().contains("empty"));
+        assert!(check_version(&"9".repeat(65)).unwrap_err().contains("65"));
+        assert!(check_version("1.0/x").unwrap_err().contains("'/'"));
+        assert!(check_version("1 0").unwrap_err().contains("' '"));
     }
 
     #[test]

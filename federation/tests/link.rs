@@ -7,8 +7,8 @@ use roost_federation::link::client::{enroll, CentralAddr, Link, LinkConfig};
 use roost_federation::link::runtime::ApplyIssue;
 use roost_federation::link::server::LinkService;
 use roost_federation::link::{
-    spec_digest, workload_name, HostRuntime, LinkPeer, RuntimeAlarm, RuntimeReport, WorkloadState,
-    SET_LABEL,
+    spec_digest, workload_name, HostRuntime, LinkPeer, ReleaseRequest, ReleaseStream, RuntimeAlarm,
+    RuntimeReport, UpgradeOutcome, Upgrader, WorkloadState, SET_LABEL,
 };
 use roost_federation::model::{SetMetadata, SetSpec, Target, WorkloadSet};
 use roost_federation::pki::CentralPki;
@@ -156,6 +156,7 @@ async fn fixture_with(host_cert_ttl: Duration) -> Fixture {
     let cfg = CentralConfig {
         reconcile: Duration::from_millis(200),
         host_cert_ttl,
+        releases_dir: Some(dir.path().join("central/releases")),
         ..CentralConfig::default()
     };
     let central = Central::open(cfg, store, Arc::new(pki), Arc::new(NameOnlyCheck))
@@ -178,6 +179,15 @@ impl Fixture {
         name: &str,
         subcloud: &str,
     ) -> (Arc<MemRuntime>, Arc<Link>, tokio::sync::watch::Sender<bool>) {
+        self.join_with(name, subcloud, None).await
+    }
+
+    async fn join_with(
+        &self,
+        name: &str,
+        subcloud: &str,
+        upgrader: Option<Arc<dyn Upgrader>>,
+    ) -> (Arc<MemRuntime>, Arc<Link>, tokio::sync::watch::Sender<bool>) {
         let t = self
             .central
             .create_token(subcloud, Duration::from_secs(60))
@@ -186,7 +196,7 @@ impl Fixture {
         let dir = self.dir.path().join(name);
         enroll(&self.url, &t.token, name, &dir).await.unwrap();
         let rt = MemRuntime::new();
-        let link = Arc::new(Link::new(
+        let mut link = Link::new(
             LinkConfig {
                 central: CentralAddr::parse(&self.url).unwrap(),
                 dir,
@@ -195,7 +205,11 @@ impl Fixture {
                 roost_version: "test".into(),
             },
             rt.clone(),
-        ));
+        );
+        if let Some(u) = upgrader {
+            link = link.with_upgrader(u);
+        }
+        let link = Arc::new(link);
         let (stop, srx) = tokio::sync::watch::channel(false);
         tokio::spawn(Arc::clone(&link).run(srx));
         (rt, link, stop)
@@ -505,4 +519,165 @@ async fn certificates_are_renewed_before_they_expire() {
         id.not_after_ms() > first,
         "the host did not store the renewed certificate"
     );
+}
+
+/// An upgrader in memory: it keeps what it downloaded (version, SHA-256 of the bytes,
+/// size) and "runs" it at once.
+#[derive(Debug, Default)]
+struct MemUpgrader {
+    got: Mutex<Vec<(String, String, u64)>>,
+    running: Mutex<String>,
+}
+
+#[async_trait::async_trait]
+impl Upgrader for MemUpgrader {
+    fn wants(&self, req: Option<&ReleaseRequest>) -> bool {
+        req.is_some_and(|r| *self.running.lock().unwrap() != r.version)
+    }
+    async fn install(&self, req: ReleaseRequest, mut data: ReleaseStream) -> UpgradeOutcome {
+        use futures_util::StreamExt;
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut n = 0u64;
+        while let Some(c) = data.next().await {
+            let c = match c {
+                Ok(c) => c,
+                Err(e) => return UpgradeOutcome::Failed(e),
+            };
+            n += c.len() as u64;
+            h.update(&c);
+        }
+        let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        self.got
+            .lock()
+            .unwrap()
+            .push((req.version.clone(), digest, n));
+        *self.running.lock().unwrap() = req.version;
+        UpgradeOutcome::Restarting
+    }
+    fn alarms(&self) -> Vec<RuntimeAlarm> {
+        Vec::new()
+    }
+}
+
+fn chunks(parts: &[&[u8]]) -> impl futures_util::Stream<Item = Result<Vec<u8>, String>> + Send {
+    let v: Vec<Result<Vec<u8>, String>> = parts.iter().map(|p| Ok(p.to_vec())).collect();
+    futures_util::stream::iter(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_reaches_the_hosts_of_its_subcloud_over_the_link() {
+    use roost_federation::central::CentralError;
+    let f = fixture().await;
+    f.central.add_subcloud("s1", None).await.unwrap();
+    f.central.add_subcloud("s2", None).await.unwrap();
+    let u1 = Arc::new(MemUpgrader::default());
+    let u2 = Arc::new(MemUpgrader::default());
+    let (_r1, _l1, _s1) = f.join_with("h1", "s1", Some(u1.clone())).await;
+    let (_r2, _l2, _s2) = f.join_with("h2", "s2", Some(u2.clone())).await;
+    let c = Arc::clone(&f.central);
+    wait("both hosts online", 10, || {
+        c.hosts().iter().all(|h| h.availability == "online")
+    })
+    .await;
+    // 2.5 MiB in odd pieces: served back in 1 MiB chunks.
+    let big = vec![7u8; 2 * 1024 * 1024 + 512 * 1024];
+    let added = f
+        .central
+        .add_release("0.2.0+t1", chunks(&[b"roost", &big, b"!"]), 1 << 30)
+        .await
+        .unwrap();
+    assert!(added.created);
+    let want = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"roost");
+        h.update(&big);
+        h.update(b"!");
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(added.release.sha256, want);
+    assert_eq!(added.release.size, big.len() as u64 + 6);
+    let rel_dir = f.dir.path().join("central/releases");
+    let files: Vec<String> = std::fs::read_dir(&rel_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [want.clone()],
+        "one file named by its digest, no upload left"
+    );
+    // The same again: unchanged; another binary under that version: a conflict.
+    let again = f
+        .central
+        .add_release("0.2.0+t1", chunks(&[b"roost", &big, b"!"]), 1 << 30)
+        .await
+        .unwrap();
+    assert!(!again.created);
+    let e = f
+        .central
+        .add_release("0.2.0+t1", chunks(&[b"other"]), 1 << 30)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CentralError::Conflict(_)), "{e}");
+    // Bad version, too large, empty: refused, nothing left behind.
+    let e = f
+        .central
+        .add_release("a/b", chunks(&[b"x"]), 10)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("version"), "{e}");
+    let e = f
+        .central
+        .add_release("0.3.0", chunks(&[b"0123456789", b"a"]), 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CentralError::TooLarge(_)), "{e}");
+    let e = f
+        .central
+        .add_release("0.3.0", chunks(&[]), 10)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("empty"), "{e}");
+    assert_eq!(std::fs::read_dir(&rel_dir).unwrap().count(), 1);
+    assert_eq!(f.central.releases().len(), 1);
+    // An unknown release is refused, naming where to look.
+    let e = f
+        .central
+        .set_subcloud_release("s1", Some("9.9.9"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("roost central release ls"), "{e}");
+    // s1 moves: its host downloads exactly the binary; s2's does not.
+    let s = f
+        .central
+        .set_subcloud_release("s1", Some("0.2.0+t1"))
+        .await
+        .unwrap();
+    assert_eq!(s.release.as_deref(), Some("0.2.0+t1"));
+    assert_eq!(
+        f.central.subcloud("s1").unwrap().release.as_deref(),
+        Some("0.2.0+t1")
+    );
+    wait("h1 downloaded the release", 10, || {
+        !u1.got.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        *u1.got.lock().unwrap(),
+        [("0.2.0+t1".to_string(), want.clone(), big.len() as u64 + 6)]
+    );
+    assert!(u2.got.lock().unwrap().is_empty());
+    // A wanted release stays; once cleared it goes, with its file.
+    let e = f.central.rm_release("0.2.0+t1").await.unwrap_err();
+    assert!(e.to_string().contains("s1"), "{e}");
+    f.central.set_subcloud_release("s1", None).await.unwrap();
+    f.central.rm_release("0.2.0+t1").await.unwrap();
+    assert!(f.central.releases().is_empty());
+    assert_eq!(std::fs::read_dir(&rel_dir).unwrap().count(), 0);
+    let _ = f.stop.send(true);
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use roost_federation::model::{
-    Alarm, Deployment, Event, Group, Host, JoinToken, Severity, Subcloud, Target, TokenUse,
+    Alarm, Deployment, Event, Group, Host, JoinToken, Release, Severity, Subcloud, Target, TokenUse,
 };
 use roost_federation::store::{
     self, Change, PostgresStore, Snapshot, SqliteStore, Store, StoreError,
@@ -178,6 +178,9 @@ both! {
     corrupt_body_is_named => sqlite_corrupt_body_is_named, postgres_corrupt_body_is_named;
     strategies_and_steps_round_trip => sqlite_strategies_and_steps_round_trip,
         postgres_strategies_and_steps_round_trip;
+    releases_round_trip => sqlite_releases_round_trip, postgres_releases_round_trip;
+    schema_v1_store_gains_releases => sqlite_schema_v1_store_gains_releases,
+        postgres_schema_v1_store_gains_releases;
 }
 
 // ---- sample rows
@@ -198,6 +201,15 @@ fn subcloud(name: &str, group: &str) -> Subcloud {
         labels: BTreeMap::new(),
         release: None,
         created_ms: 2_000,
+    }
+}
+
+fn release(version: &str, digest_byte: &str) -> Release {
+    Release {
+        version: version.into(),
+        sha256: digest_byte.repeat(32),
+        size: 1_234,
+        added_ms: 8_000,
     }
 }
 
@@ -267,6 +279,79 @@ fn meta(key: &str, value: &str) -> Change {
 }
 
 // ---- cases
+
+/// Releases and a subcloud's desired release: put, replace, delete, reopen.
+async fn releases_round_trip(db: &Db) {
+    let s = db.open().await.unwrap();
+    let (r1, r2) = (release("0.1.0", "aa"), release("0.2.0+t1", "bb"));
+    let mut sc = subcloud("site-1", "edge");
+    sc.release = Some("0.2.0+t1".into());
+    s.commit(vec![
+        Change::PutGroup(group("edge", "")),
+        Change::PutSubcloud(sc.clone()),
+        Change::PutRelease(r2.clone()),
+        Change::PutRelease(r1.clone()),
+    ])
+    .await
+    .unwrap();
+    let snap = s.load().await.unwrap();
+    assert_eq!(snap.releases, vec![r1.clone(), r2.clone()]);
+    assert_eq!(snap.subclouds, vec![sc.clone()]);
+    assert_eq!(
+        db.texts("SELECT sha256 FROM releases ORDER BY version")
+            .await,
+        [r1.sha256.clone(), r2.sha256.clone()]
+    );
+    // Replace (the digest column follows), delete, and a delete of nothing.
+    let r1b = release("0.1.0", "cc");
+    s.commit(vec![
+        Change::PutRelease(r1b.clone()),
+        Change::DeleteRelease("0.2.0+t1".into()),
+        Change::DeleteRelease("never-was".into()),
+    ])
+    .await
+    .unwrap();
+    drop(s);
+    let s = db.open().await.unwrap();
+    assert_eq!(s.load().await.unwrap().releases, vec![r1b.clone()]);
+    assert_eq!(
+        db.texts("SELECT sha256 FROM releases").await,
+        [r1b.sha256.clone()]
+    );
+}
+
+/// A store made by a binary that only knew schema v1 opens with its data kept and
+/// gains the releases table; a v1 subcloud body (no `release`) decodes.
+async fn schema_v1_store_gains_releases(db: &Db) {
+    // Schema v1 by hand, as the first release of central wrote it.
+    db.exec(concat!(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL);\n",
+        "CREATE TABLE groups (name TEXT PRIMARY KEY, body TEXT NOT NULL);\n",
+        "CREATE TABLE subclouds (name TEXT PRIMARY KEY, grp TEXT NOT NULL, body TEXT NOT NULL);\n",
+        "CREATE TABLE hosts (name TEXT PRIMARY KEY, subcloud TEXT NOT NULL, body TEXT NOT NULL);\n",
+        "CREATE TABLE join_tokens (id TEXT PRIMARY KEY, body TEXT NOT NULL);\n",
+        "CREATE TABLE deployments (set_name TEXT NOT NULL, target TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (set_name, target));\n",
+        "CREATE TABLE alarms (id TEXT PRIMARY KEY, host TEXT NOT NULL, active BOOLEAN NOT NULL, body TEXT NOT NULL);\n",
+        "CREATE TABLE events (seq BIGINT PRIMARY KEY, time_ms BIGINT NOT NULL, body TEXT NOT NULL);\n",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n",
+        "INSERT INTO schema_migrations (version, applied_ms) VALUES (1, 1);\n",
+        "INSERT INTO subclouds (name, grp, body) VALUES ('site-1', 'edge', ",
+        "'{\"name\":\"site-1\",\"group\":\"edge\",\"managed\":true,\"createdMs\":2000}');\n",
+    ))
+    .await;
+    let s = db.open().await.unwrap();
+    let snap = s.load().await.unwrap();
+    assert_eq!(snap.subclouds, vec![subcloud("site-1", "edge")]);
+    assert!(snap.releases.is_empty());
+    s.commit(vec![Change::PutRelease(release("0.1.0", "aa"))])
+        .await
+        .unwrap();
+    assert_eq!(s.load().await.unwrap().releases.len(), 1);
+    let versions = db
+        .texts("SELECT CAST(version AS TEXT) FROM schema_migrations ORDER BY version")
+        .await;
+    assert!(versions.len() >= 2 && versions[0] == "1", "{versions:?}");
+}
 
 async fn migrations_applied_once(db: &Db) {
     let versions = "SELECT CAST(version AS TEXT) || ':' || CAST(applied_ms AS TEXT) \

@@ -57,6 +57,9 @@ pub struct HostConfig {
     pub name: Option<String>,
     /// Heartbeat to central, e.g. `5s`, `500ms` (default 5s).
     pub heartbeat: Option<String>,
+    /// How long a daemon re-executed into a new release has to become healthy before
+    /// the guard rolls it back, e.g. `60s` (default 60s).
+    pub upgrade_deadline: Option<String>,
 }
 
 /// A config problem: the daemon exits 64 without binding anything.
@@ -128,6 +131,7 @@ impl HostConfig {
             join_token: self.join_token.or(other.join_token),
             name: self.name.or(other.name),
             heartbeat: self.heartbeat.or(other.heartbeat),
+            upgrade_deadline: self.upgrade_deadline.or(other.upgrade_deadline),
         }
     }
 
@@ -219,7 +223,22 @@ impl HostConfig {
                 }
             },
         };
+        let upgrade_deadline = match &self.upgrade_deadline {
+            None => crate::upgrade::DEFAULT_DEADLINE,
+            Some(h) => match parse_duration(h) {
+                Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(3600) => d,
+                _ => {
+                    return Err(ConfigError::Field {
+                        field: "upgrade-deadline",
+                        message: format!(
+                            "`{h}` is not a duration from 1s to 1h; write e.g. `60s` or `5m`"
+                        ),
+                    })
+                }
+            },
+        };
         Ok(Resolved {
+            upgrade_deadline,
             uplink: crate::uplink::UplinkConfig {
                 join: self.join.clone(),
                 join_token: self.join_token.clone(),
@@ -265,6 +284,18 @@ pub struct Resolved {
     pub backoff_max: Duration,
     /// The link to central.
     pub uplink: crate::uplink::UplinkConfig,
+    /// How long a daemon re-executed into a new release has to become healthy.
+    pub upgrade_deadline: Duration,
+}
+
+/// How the daemon ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// Stopped by a signal.
+    Stopped,
+    /// A new release is in place: re-execute into it ([`crate::upgrade::reexec`])
+    /// once the runtime is gone.
+    Upgrade(crate::upgrade::UpgradeConfig),
 }
 
 /// `5s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -388,8 +419,9 @@ async fn containerd_pid(sock: &std::path::Path) -> Option<u32> {
     u32::try_from(pid).ok().filter(|p| *p > 0)
 }
 
-/// Run the daemon until SIGINT/SIGTERM. `ready` is called once the API answers.
-pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), DaemonError> {
+/// Run the daemon until SIGINT/SIGTERM, or until an installed release asks for a
+/// re-exec. `ready` is called once the API answers.
+pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<Exit, DaemonError> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
         DaemonError::Other(format!(
             "cannot create the state dir {}: {e}",
@@ -455,7 +487,28 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), Dae
                 .await;
         });
     }
-    let _link = match crate::uplink::start(&sup, &cfg.state_dir, &cfg.uplink, stop_rx.clone()).await
+    // Recovered and serving: a daemon that came up on a new release is healthy.
+    let upgrader =
+        match crate::upgrade::UpgradeConfig::for_this_process(&cfg.state_dir, cfg.upgrade_deadline)
+        {
+            Ok(u) => {
+                let u = crate::upgrade::HostUpgrader::open(u);
+                u.confirm();
+                Some(u)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "software upgrades from central are off");
+                None
+            }
+        };
+    let _link = match crate::uplink::start(
+        &sup,
+        &cfg.state_dir,
+        &cfg.uplink,
+        upgrader.clone(),
+        stop_rx.clone(),
+    )
+    .await
     {
         Ok(l) => l,
         Err(e) => {
@@ -465,7 +518,19 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), Dae
     };
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), "roost host ready");
     ready(&cfg);
-    wait_for_signal().await;
+    let upgrade = async {
+        match &upgrader {
+            Some(u) => u.restart_requested().await,
+            None => std::future::pending().await,
+        }
+    };
+    let exit = tokio::select! {
+        _ = wait_for_signal() => Exit::Stopped,
+        _ = upgrade => match &upgrader {
+            Some(u) => Exit::Upgrade(u.config().clone()),
+            None => Exit::Stopped,
+        },
+    };
     tracing::info!("shutting down; workloads keep running");
     let _ = stop_tx.send(true);
     // Drain open requests (log follows and event streams are cut after the timeout).
@@ -478,7 +543,7 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<(), Dae
     if let Err(e) = writer.write(crate::store::WriteOp::Flush).await {
         tracing::warn!(error = %e, "final store flush failed");
     }
-    Ok(())
+    Ok(exit)
 }
 
 /// Wait for SIGTERM or SIGINT (forever if the handlers cannot be installed).

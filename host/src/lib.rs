@@ -16,5 +16,6 @@ pub mod server;
 pub mod spec;
 pub mod store;
 pub mod supervisor;
+pub mod upgrade;
 pub mod uplink;
 pub mod validate;

@@ -426,6 +426,7 @@ pub async fn start(
     sup: &Arc<Supervisor>,
     state_dir: &Path,
     cfg: &UplinkConfig,
+    upgrader: Option<Arc<crate::upgrade::HostUpgrader>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<Arc<Link>>, LinkError> {
     let dir = link_dir(state_dir);
@@ -471,16 +472,24 @@ pub async fn start(
     };
     let central = CentralAddr::parse(&url)?;
     let rt = SupervisorRuntime::new(Arc::clone(sup), &name, state_dir);
-    let link = Arc::new(Link::new(
+    let version = upgrader
+        .as_ref()
+        .map_or(env!("CARGO_PKG_VERSION"), |u| u.running_version());
+    let mut link = Link::new(
         LinkConfig {
             central,
             dir,
             heartbeat: cfg.heartbeat,
             backoff_max: cfg.backoff_max,
-            roost_version: env!("CARGO_PKG_VERSION").into(),
+            roost_version: version.into(),
         },
         rt,
-    ));
+    );
+    if let Some(u) = upgrader {
+        u.set_host(&name);
+        link = link.with_upgrader(u);
+    }
+    let link = Arc::new(link);
     tokio::spawn(Arc::clone(&link).run(stop));
     tracing::info!(central = %url, host = %name, "central link started");
     Ok(Some(link))

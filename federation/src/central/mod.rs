@@ -10,12 +10,14 @@
 mod hosts;
 mod ops;
 mod page;
+mod releases;
 mod rollout;
 mod state;
 mod strategies;
 mod views;
 
 pub use page::{SubcloudPage, SubcloudQuery, SubcloudSort, MAX_PAGE};
+pub use releases::{ReleaseAdded, MAX_RELEASE_BYTES};
 pub use state::SyncState;
 pub use views::{
     AlarmCounts, AlarmFilter, DeployResult, FleetStatus, HostView, SubcloudView, SyncView,
@@ -39,6 +41,8 @@ pub struct CentralConfig {
     pub host_cert_ttl: Duration,
     /// Heartbeat assumed for a host that has not said (it says in its Hello).
     pub default_heartbeat: Duration,
+    /// Where release binaries are kept (`<data-dir>/releases`); `None` = no releases.
+    pub releases_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CentralConfig {
@@ -47,6 +51,7 @@ impl Default for CentralConfig {
             reconcile: Duration::from_secs(10),
             host_cert_ttl: Duration::from_secs(30 * 24 * 3600),
             default_heartbeat: Duration::from_secs(5),
+            releases_dir: None,
         }
     }
 }
@@ -118,6 +123,12 @@ pub enum CentralError {
     /// Signing failed (500).
     #[error("{0}")]
     Pki(String),
+    /// A request body is too large (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A file of central's could not be written or read (500).
+    #[error("{0}")]
+    Io(String),
 }
 
 impl CentralError {

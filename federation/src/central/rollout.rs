@@ -41,6 +41,9 @@ enum Verdict {
 impl State {
     /// Is there a release `v` to roll?
     pub(crate) fn release_exists(&self, v: &str) -> Result<(), String> {
+        if self.releases.contains_key(v) {
+            return Ok(());
+        }
         Err(format!(
             "release `{v}` is not known to central: add it with `roost central release add \
              FILE --version {v}`"

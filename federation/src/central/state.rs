@@ -2,7 +2,7 @@
 //! committed [`Change`]s) and what the hosts report (memory only).
 
 use crate::link::{desired_digest, proto, spec_digest, workload_name};
-use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Subcloud, Target};
+use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Release, Subcloud, Target};
 use crate::store::{Change, Snapshot};
 use crate::strategy::{Step, Strategy};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -137,6 +137,7 @@ pub(crate) struct State {
     pub active: HashMap<(String, String, String), String>,
     pub strategies: BTreeMap<String, StrategyRt>,
     pub meta: HashMap<String, String>,
+    pub releases: BTreeMap<String, Release>,
     pub last_seq: u64,
     pub recent: VecDeque<Event>,
     pub live: HashMap<String, Live>,
@@ -188,6 +189,9 @@ impl State {
             rt.reindex();
         }
         st.meta = s.meta.into_iter().collect();
+        for r in s.releases {
+            st.releases.insert(r.version.clone(), r);
+        }
         st
     }
 
@@ -247,6 +251,8 @@ impl State {
                     rt.put_step(step);
                 }
             }
+            Change::PutRelease(r) => drop(self.releases.insert(r.version.clone(), r)),
+            Change::DeleteRelease(v) => drop(self.releases.remove(&v)),
         }
     }
 
@@ -368,13 +374,24 @@ impl State {
         (m, digest)
     }
 
+    /// The release a host's subcloud wants it to run, if any (and if central has it).
+    pub fn release_for(&self, host: &str) -> Option<&Release> {
+        let h = self.hosts.get(host)?;
+        let v = self.subclouds.get(&h.subcloud)?.release.as_ref()?;
+        self.releases.get(v)
+    }
+
     /// The Desired message for a host.
     pub fn desired_message(&self, host: &str, force: bool) -> proto::Desired {
         let (m, digest) = self.desired_for(host);
+        let release = self.release_for(host);
         proto::Desired {
             digest,
             workloads_json: m.values().map(|(_, js)| js.to_string()).collect(),
             force,
+            release_version: release.map(|r| r.version.clone()).unwrap_or_default(),
+            release_sha256: release.map(|r| r.sha256.clone()).unwrap_or_default(),
+            release_size: release.map_or(0, |r| r.size),
         }
     }
 

@@ -130,6 +130,9 @@ pub struct SubcloudView {
     /// Labels.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The Roost release its hosts should run (`None`: each keeps what it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// Its hosts (in `show`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_list: Vec<HostView>,
@@ -346,6 +349,7 @@ impl State {
             alarms: self.alarm_counts(|a| a.subcloud == name),
             last_seen_ms: hosts.iter().map(|h| h.last_seen_ms).max().unwrap_or(0),
             labels: s.labels.clone(),
+            release: s.release.clone(),
             host_list: if full { hosts } else { Vec::new() },
         })
     }

@@ -9,6 +9,7 @@
 
 use super::proto::{self, central_message::Body as In, host_message::Body as Out};
 use super::runtime::HostRuntime;
+use super::upgrade::{ReleaseRequest, ReleaseStream, UpgradeOutcome, Upgrader};
 use super::PROTOCOL;
 use crate::model::now_ms;
 use crate::pki::{HostIdentity, JoinTokenSecret, PkiError};
@@ -279,6 +280,7 @@ fn save_desired(dir: &Path, d: &SavedDesired) -> Result<(), LinkError> {
 pub struct Link {
     cfg: LinkConfig,
     runtime: Arc<dyn HostRuntimeDebug>,
+    upgrader: Option<Arc<dyn Upgrader>>,
     status: watch::Sender<LinkStatus>,
 }
 
@@ -293,8 +295,16 @@ impl Link {
         Self {
             cfg,
             runtime,
+            upgrader: None,
             status,
         }
+    }
+
+    /// Install the releases central asks for with `u` (without one, release
+    /// requests are ignored).
+    pub fn with_upgrader(mut self, u: Arc<dyn Upgrader>) -> Self {
+        self.upgrader = Some(u);
+        self
     }
 
     /// Follow the link's status.
@@ -406,6 +416,8 @@ impl Link {
         let mut apply_done: Option<
             tokio::task::JoinHandle<(String, Vec<super::runtime::ApplyIssue>)>,
         > = None;
+        // One release download and install at a time.
+        let mut upgrade_done: Option<tokio::task::JoinHandle<UpgradeOutcome>> = None;
         loop {
             tokio::select! {
                 _ = hb.tick() => {
@@ -435,7 +447,21 @@ impl Link {
                     };
                     last_heard = tokio::time::Instant::now();
                     match m.body {
-                        Some(In::Desired(d)) => { let _ = apply_tx.send(Some(d)); }
+                        Some(In::Desired(d)) => {
+                            if let Some(up) = &self.upgrader {
+                                let req = ReleaseRequest::of(&d);
+                                let before = up.alarms();
+                                if upgrade_done.is_none() && up.wants(req.as_ref()) {
+                                    if let Some(req) = req {
+                                        upgrade_done = Some(tokio::spawn(fetch_and_install(client.clone(), Arc::clone(up), req)));
+                                    }
+                                }
+                                if up.alarms() != before {
+                                    self.send_state(&tx).await;
+                                }
+                            }
+                            let _ = apply_tx.send(Some(d));
+                        }
                         Some(In::Renewed(r)) => {
                             let ca = id.ca_pem().to_string();
                             match HostIdentity::install(&self.cfg.dir, &r.cert_pem, &ca) {
@@ -479,6 +505,15 @@ impl Link {
                         self.send_state(&tx).await;
                     }
                 }
+                r = async { match upgrade_done.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
+                    upgrade_done = None;
+                    match r {
+                        Ok(UpgradeOutcome::Restarting) => tracing::info!("release installed; the daemon re-executes"),
+                        Ok(UpgradeOutcome::Failed(e)) => tracing::warn!(error = %e, "release not installed"),
+                        Err(e) => tracing::warn!(error = %e, "the release install task ended abnormally"),
+                    }
+                    self.send_state(&tx).await;
+                }
                 r = changes.changed() => {
                     if r.is_err() { return Ok(()); }
                     // Coalesce a burst of changes into one report.
@@ -509,11 +544,12 @@ impl Link {
             applied_digest: applied,
             local_workloads: r.local_workloads,
         };
+        let mut active = self.runtime.alarms().await;
+        if let Some(up) = &self.upgrader {
+            active.extend(up.alarms());
+        }
         let alarms = proto::Alarms {
-            active: self
-                .runtime
-                .alarms()
-                .await
+            active: active
                 .into_iter()
                 .map(|a| proto::AlarmState {
                     code: a.code,
@@ -531,6 +567,74 @@ impl Link {
         let _ = tx.send(m(Out::Report(report))).await;
         let _ = tx.send(m(Out::Alarms(alarms))).await;
     }
+}
+
+/// Download `req` over the link and hand it to the upgrader.
+async fn fetch_and_install(
+    mut client: proto::host_link_client::HostLinkClient<tonic::transport::Channel>,
+    up: Arc<dyn Upgrader>,
+    req: ReleaseRequest,
+) -> UpgradeOutcome {
+    tracing::info!(version = %req.version, sha256 = %req.sha256, size = req.size, "central asks for a release; fetching it");
+    let stream = match client
+        .fetch_release(proto::FetchReleaseRequest {
+            protocol: PROTOCOL,
+            version: req.version.clone(),
+        })
+        .await
+    {
+        Ok(r) => release_stream(r.into_inner()),
+        Err(s) => {
+            let why = format!(
+                "central refused to send release {}: {}: {}",
+                req.version,
+                s.code(),
+                s.message()
+            );
+            let stream: ReleaseStream =
+                Box::pin(futures_util::stream::once(async move { Err(why) }));
+            stream
+        }
+    };
+    up.install(req, stream).await
+}
+
+/// The chunks of a `FetchRelease` answer; a stream that ends before the size its
+/// first chunk announced ends with an error naming both.
+fn release_stream(inbound: tonic::Streaming<proto::ReleaseChunk>) -> ReleaseStream {
+    let state = (inbound, 0u64, 0u64, false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut inbound, mut got, mut total, done)| async move {
+            if done {
+                return None;
+            }
+            match inbound.next().await {
+                Some(Ok(c)) => {
+                    if c.total_size > 0 {
+                        total = c.total_size;
+                    }
+                    got = got.saturating_add(c.data.len() as u64);
+                    Some((Ok(c.data), (inbound, got, total, false)))
+                }
+                Some(Err(s)) => Some((
+                    Err(format!(
+                        "the download broke off after {got} bytes: {}: {}",
+                        s.code(),
+                        s.message()
+                    )),
+                    (inbound, got, total, true),
+                )),
+                None if got < total => Some((
+                    Err(format!(
+                        "the download is truncated: {got} of {total} bytes arrived"
+                    )),
+                    (inbound, got, total, true),
+                )),
+                None => None,
+            }
+        },
+    ))
 }
 
 /// Capped exponential backoff with full jitter: uniform in [base/2, base] where base

@@ -8,12 +8,16 @@
 //!   capped jittered backoff, certificate renewal, driving a [`HostRuntime`].
 //! - [`runtime`]: the small trait the host daemon implements (and a fleet simulator can
 //!   implement in memory).
+//! - [`upgrade`]: the optional [`Upgrader`] seam that installs a Roost release central
+//!   asks for.
 
 pub mod client;
 pub mod runtime;
 pub mod server;
+pub mod upgrade;
 
 pub use runtime::{HostRuntime, RuntimeAlarm, RuntimeReport, WorkloadState};
+pub use upgrade::{ReleaseRequest, ReleaseStream, UpgradeOutcome, Upgrader};
 
 /// The generated protocol types.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -16,6 +16,8 @@ pub use super::proto::host_link_server::HostLinkServer;
 
 /// How long a host has to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The size of one `ReleaseChunk`.
+const RELEASE_CHUNK: usize = 1024 * 1024;
 
 /// The link service over a central.
 #[derive(Debug, Clone)]
@@ -58,10 +60,95 @@ fn check_protocol(p: u32) -> Result<(), Status> {
 
 type OutStream =
     Pin<Box<dyn futures_util::Stream<Item = Result<proto::CentralMessage, Status>> + Send>>;
+type ChunkStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<proto::ReleaseChunk, Status>> + Send>>;
+
+impl LinkService {
+    /// The host a link request comes from, by its client certificate (refused:
+    /// no certificate, not enrolled, revoked, superseded).
+    fn host_of<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let peer = req
+            .extensions()
+            .get::<LinkPeer>()
+            .cloned()
+            .unwrap_or_default();
+        self.central
+            .authenticate(peer.client_cert.as_deref())
+            .map_err(|e| match e {
+                CentralError::Refused(m) => Status::unauthenticated(m),
+                e => status_of(e),
+            })
+    }
+}
+
+/// Stream `path` in chunks, the first one carrying the whole size.
+async fn send_release(
+    path: std::path::PathBuf,
+    size: u64,
+    tx: tokio::sync::mpsc::Sender<Result<proto::ReleaseChunk, Status>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut f = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "release file unreadable");
+            let _ = tx
+                .send(Err(Status::internal(format!(
+                    "central cannot read the release file {}: {e}",
+                    path.display()
+                ))))
+                .await;
+            return;
+        }
+    };
+    let mut first = true;
+    loop {
+        let mut buf = vec![0u8; RELEASE_CHUNK];
+        let n = match f.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(Status::internal(format!(
+                        "central cannot read the release file {}: {e}",
+                        path.display()
+                    ))))
+                    .await;
+                return;
+            }
+        };
+        buf.truncate(n);
+        let chunk = proto::ReleaseChunk {
+            data: buf,
+            total_size: if first { size } else { 0 },
+        };
+        first = false;
+        if tx.send(Ok(chunk)).await.is_err() {
+            return; // the host hung up
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl HostLink for LinkService {
     type SessionStream = OutStream;
+    type FetchReleaseStream = ChunkStream;
+
+    async fn fetch_release(
+        &self,
+        req: Request<proto::FetchReleaseRequest>,
+    ) -> Result<Response<Self::FetchReleaseStream>, Status> {
+        let host = self.host_of(&req)?;
+        let r = req.into_inner();
+        check_protocol(r.protocol)?;
+        let (release, path) = self.central.release_file(&r.version).map_err(status_of)?;
+        tracing::info!(host, version = %release.version, size = release.size, "host fetches a release");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(send_release(path, release.size, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
 
     async fn session(
         &self,
@@ -72,13 +159,7 @@ impl HostLink for LinkService {
             .get::<LinkPeer>()
             .cloned()
             .unwrap_or_default();
-        let host = self
-            .central
-            .authenticate(peer.client_cert.as_deref())
-            .map_err(|e| match e {
-                CentralError::Refused(m) => Status::unauthenticated(m),
-                e => status_of(e),
-            })?;
+        let host = self.host_of(&req)?;
         let mut inbound = req.into_inner();
         let first = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Ok(Some(Ok(m))) => m,

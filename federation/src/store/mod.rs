@@ -7,7 +7,7 @@
 //! only once the transaction is durable, so what central acknowledged survives a
 //! crash.
 
-use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Subcloud};
+use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Release, Subcloud};
 use crate::strategy::{Step, Strategy};
 
 mod postgres;
@@ -62,6 +62,10 @@ pub enum Change {
         /// Value.
         value: String,
     },
+    /// Insert or replace a release (by version).
+    PutRelease(Release),
+    /// Remove a release (by version).
+    DeleteRelease(String),
 }
 
 /// Everything but the event log, as loaded at start.
@@ -85,6 +89,8 @@ pub struct Snapshot {
     pub steps: Vec<Step>,
     /// Meta values.
     pub meta: Vec<(String, String)>,
+    /// Releases (Roost binaries central serves), by version.
+    pub releases: Vec<Release>,
     /// The highest event seq stored (0 = none).
     pub last_event_seq: u64,
 }

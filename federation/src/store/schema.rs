@@ -11,7 +11,7 @@
 //! key, look up and order rows.
 
 use super::{Change, Snapshot, StoreError};
-use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Subcloud};
+use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Release, Subcloud};
 use crate::strategy::{Step, Strategy};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -70,6 +70,12 @@ pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
             "    PRIMARY KEY (strategy, subcloud)\n",
             ");\n",
         ),
+    ),
+    // Roost binaries central serves (software self-upgrade); the files are
+    // `<data-dir>/releases/<sha256>`.
+    (
+        3,
+        "CREATE TABLE releases (version TEXT PRIMARY KEY, sha256 TEXT NOT NULL, body TEXT NOT NULL);\n",
     ),
 ];
 
@@ -144,11 +150,13 @@ pub(crate) enum Stmt {
     DeleteStrategy,
     DeleteStrategySteps,
     PutStep,
+    PutRelease,
+    DeleteRelease,
 }
 
 impl Stmt {
     /// Every statement, in declaration order (`ALL[s as usize] == s`).
-    pub(crate) const ALL: [Stmt; 16] = [
+    pub(crate) const ALL: [Stmt; 18] = [
         Self::PutGroup,
         Self::DeleteGroup,
         Self::PutSubcloud,
@@ -165,6 +173,8 @@ impl Stmt {
         Self::DeleteStrategy,
         Self::DeleteStrategySteps,
         Self::PutStep,
+        Self::PutRelease,
+        Self::DeleteRelease,
     ];
 
     /// The statement's SQL.
@@ -216,6 +226,12 @@ impl Stmt {
                 "INSERT INTO strategy_steps (strategy, subcloud, body) VALUES ($1, $2, $3) \
                  ON CONFLICT (strategy, subcloud) DO UPDATE SET body = excluded.body"
             }
+            Self::PutRelease => {
+                "INSERT INTO releases (version, sha256, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (version) DO UPDATE SET sha256 = excluded.sha256, \
+                 body = excluded.body"
+            }
+            Self::DeleteRelease => "DELETE FROM releases WHERE version = $1",
         }
     }
 }
@@ -239,6 +255,8 @@ pub(crate) fn describe(change: &Change) -> String {
         Change::DeleteStrategy(n) => format!("delete strategy {n}"),
         Change::DeleteStrategySteps(n) => format!("delete the steps of strategy {n}"),
         Change::PutStep(st) => format!("put step {}/{}", st.strategy, st.subcloud),
+        Change::PutRelease(r) => format!("put release {}", r.version),
+        Change::DeleteRelease(v) => format!("delete release {v}"),
     }
 }
 
@@ -319,6 +337,15 @@ pub(crate) fn bind(
                 encode(backend, "strategy step", st)?,
             ],
         ),
+        Change::PutRelease(r) => (
+            Stmt::PutRelease,
+            vec![
+                text(&r.version),
+                text(&r.sha256),
+                encode(backend, "release", r)?,
+            ],
+        ),
+        Change::DeleteRelease(v) => (Stmt::DeleteRelease, vec![text(v)]),
     })
 }
 
@@ -376,11 +403,12 @@ pub(crate) enum Table {
     Meta,
     Strategies,
     Steps,
+    Releases,
 }
 
 impl Table {
     /// Every table a snapshot reads (events are read apart).
-    pub(crate) const ALL: [Table; 9] = [
+    pub(crate) const ALL: [Table; 10] = [
         Self::Groups,
         Self::Subclouds,
         Self::Hosts,
@@ -390,6 +418,7 @@ impl Table {
         Self::Meta,
         Self::Strategies,
         Self::Steps,
+        Self::Releases,
     ];
 
     /// The table's SQL name.
@@ -404,6 +433,7 @@ impl Table {
             Self::Meta => "meta",
             Self::Strategies => "strategies",
             Self::Steps => "strategy_steps",
+            Self::Releases => "releases",
         }
     }
 
@@ -421,6 +451,7 @@ impl Table {
             Self::Strategies => "SELECT name, body FROM strategies",
             // `/` sorts before every name character, so steps group by strategy.
             Self::Steps => "SELECT strategy || '/' || subcloud, body FROM strategy_steps",
+            Self::Releases => "SELECT version, body FROM releases",
         }
     }
 }
@@ -457,6 +488,7 @@ pub(crate) fn decode_snapshot(
             Table::Meta => snap.meta = rows,
             Table::Strategies => snap.strategies = decode_rows::<Strategy>(backend, table, rows)?,
             Table::Steps => snap.steps = decode_rows::<Step>(backend, table, rows)?,
+            Table::Releases => snap.releases = decode_rows::<Release>(backend, table, rows)?,
         }
     }
     Ok(snap)

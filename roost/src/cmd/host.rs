@@ -24,6 +24,29 @@ pub enum HostCmd {
         #[command(subcommand)]
         command: ConfigCmd,
     },
+    /// The software-upgrade guard (run by the daemon itself, not by users).
+    #[command(hide = true)]
+    UpgradeGuard(GuardArgs),
+}
+
+/// `roost host upgrade-guard`: see `roost_host::upgrade::guard`.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// The daemon's link dir (`<state>/central`).
+    #[arg(long)]
+    pub link_dir: PathBuf,
+    /// The daemon's pid.
+    #[arg(long)]
+    pub pid: i32,
+    /// The daemon's binary.
+    #[arg(long)]
+    pub bin: PathBuf,
+    /// The release being tried.
+    #[arg(long)]
+    pub sha256: String,
+    /// The daemon's argv.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +110,10 @@ pub struct DaemonArgs {
     /// Heartbeat interval to central, e.g. 5s or 500ms [default: 5s].
     #[arg(long)]
     pub heartbeat: Option<String>,
+    /// How long a daemon re-executed into a new release from central has to become
+    /// healthy before it is rolled back, e.g. 60s [default: 60s].
+    #[arg(long)]
+    pub upgrade_deadline: Option<String>,
 }
 
 /// EX_CONFIG: the configuration is wrong; nothing was bound or started.
@@ -98,6 +125,17 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         Some(HostCmd::Config {
             command: ConfigCmd::Check { file },
         }) => config_check(file),
+        Some(HostCmd::UpgradeGuard(g)) => {
+            super::init_tracing("info");
+            let code = roost_host::upgrade::guard::run(roost_host::upgrade::guard::GuardArgs {
+                link_dir: g.link_dir,
+                pid: g.pid,
+                bin: g.bin,
+                sha256: g.sha256,
+                argv: g.argv,
+            });
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
         None => run_daemon(args.daemon),
     }
 }
@@ -123,6 +161,7 @@ fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         join_token: a.join_token,
         name: a.name,
         heartbeat: a.heartbeat,
+        upgrade_deadline: a.upgrade_deadline,
     };
     let file = match &a.config {
         Some(p) => match HostConfig::from_file(p) {
@@ -166,8 +205,14 @@ fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
     let result = rt.block_on(daemon::run(cfg, |c| {
         eprintln!("roost host: ready on {}", c.socket.display());
     }));
+    // Every task, the store and the sockets are gone before a re-exec.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(daemon::Exit::Stopped) => Ok(ExitCode::SUCCESS),
+        Ok(daemon::Exit::Upgrade(u)) => {
+            let e = roost_host::upgrade::reexec(&u);
+            Err(e.into())
+        }
         Err(DaemonError::Config(e)) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(EXIT_CONFIG))

@@ -1,6 +1,7 @@
 //! Processes: the CLI, `roost central` and `roost host`.
 
 use super::*;
+use std::os::unix::ffi::OsStrExt;
 
 /// A finished CLI run.
 #[derive(Debug)]
@@ -304,6 +305,11 @@ pub struct Host {
     pub name: String,
     /// Its network namespace.
     pub ns: String,
+    /// The binary it runs (default: [`roost_bin`]); a host that swaps its binary must
+    /// run a copy of its own ([`Host::own_copy`]).
+    pub bin: Option<PathBuf>,
+    /// More daemon flags.
+    pub flags: Vec<String>,
     p: Proc,
 }
 
@@ -326,7 +332,67 @@ impl Host {
         Self {
             name: name.into(),
             ns: ns.into(),
+            bin: None,
+            flags: Vec::new(),
             p: Proc::new('h', name),
+        }
+    }
+
+    /// Run a copy of the roost binary of its own, `<dir>/bin/roost` (so that swapping
+    /// it leaves the build's alone); returns its path.
+    pub fn own_copy(&mut self) -> PathBuf {
+        let dir = self.p.dir.path().join("bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("roost");
+        std::fs::copy(roost_bin(), &bin).unwrap();
+        self.bin = Some(bin.clone());
+        bin
+    }
+
+    /// The pid of the daemon serving its socket (by the socket's peer credentials),
+    /// whoever started it.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        let s = std::os::unix::net::UnixStream::connect(self.socket()).ok()?;
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) writes at most `len` bytes into `cred`, which we own.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        (r == 0 && cred.pid > 0).then_some(cred.pid)
+    }
+
+    /// The pid of the daemon process this harness started (it stays the daemon's
+    /// across an in-place re-exec).
+    pub fn child_pid(&self) -> Option<i32> {
+        self.p.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// SIGKILL every process naming this host's state dir in its arguments: a daemon
+    /// the upgrade guard started, and the guard.
+    fn kill_strays(&self) {
+        let root = self.state_dir();
+        let me = std::process::id() as i32;
+        let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+        for pid in pids.filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let names = cmd
+                .split(|b| *b == 0)
+                .any(|a| Path::new(std::ffi::OsStr::from_bytes(a)).starts_with(&root));
+            if pid != me && names {
+                sigkill(pid);
+            }
         }
     }
 
@@ -354,7 +420,7 @@ impl Host {
     fn command(&self, join: Option<(&str, &str)>) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns])
-            .arg(roost_bin())
+            .arg(self.bin.clone().unwrap_or_else(roost_bin))
             .arg("host")
             .arg("--state-dir")
             .arg(self.state_dir())
@@ -367,6 +433,7 @@ impl Host {
         if let Some((url, token)) = join {
             cmd.args(["--join", url, "--join-token", token, "--name", &self.name]);
         }
+        cmd.args(&self.flags);
         cmd
     }
 
@@ -503,6 +570,7 @@ pub fn owned_of(list: &[Value]) -> BTreeMap<String, Seen> {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        self.kill_strays();
         self.p.kill9();
         self.kill_workloads();
     }

@@ -99,7 +99,10 @@ fn settings(a: ServeArgs) -> Result<Settings, String> {
             ));
         }
     }
-    let mut cfg = CentralConfig::default();
+    let mut cfg = CentralConfig {
+        releases_dir: Some(data_dir.join("releases")),
+        ..CentralConfig::default()
+    };
     cfg.reconcile = duration(
         "reconcile",
         &a.reconcile,
@@ -284,11 +287,12 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The operator API and the console, plus the host link's two gRPC methods.
+/// The operator API and the console, plus the host link's gRPC methods.
 fn router(central: Arc<Central>, token: String) -> axum::Router {
     let link = LinkService::server(Arc::clone(&central));
     let api = super::api::router(Arc::clone(&central), token.clone());
     super::console::mount(api, central, &token)
         .route_service("/roost.link.v1.HostLink/Session", link.clone())
-        .route_service("/roost.link.v1.HostLink/Enroll", link)
+        .route_service("/roost.link.v1.HostLink/Enroll", link.clone())
+        .route_service("/roost.link.v1.HostLink/FetchRelease", link)
 }

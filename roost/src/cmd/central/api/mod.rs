@@ -8,6 +8,7 @@
 //!   ([`openapi`]) are both built from it, so they cannot drift apart.
 
 mod openapi;
+mod releases;
 mod strategies;
 mod stream;
 mod table;
@@ -140,6 +141,8 @@ pub struct Route {
     /// `/healthz`; 400 and 413 for every route with a body or a path parameter).
     pub errors: &'static [(u16, &'static str)],
     pub open: bool,
+    /// The body is a binary upload (`application/octet-stream`), not JSON.
+    pub upload: bool,
     handler: fn() -> MethodRouter<Arc<ApiState>>,
 }
 
@@ -227,6 +230,7 @@ impl Route {
         answer: Answer::Text,
         errors: &[],
         open: false,
+        upload: false,
         handler: || get(not_found),
     };
 }
@@ -334,6 +338,28 @@ pub static ROUTES: &[Route] = &[
         post(strategies::abort),
         answer: Answer::Json(200, schema::<StrategyView>),
         errors: &[NOT_FOUND, (409, "The strategy has ended"), STORE]),
+    route!(Post "/v1/subclouds/{name}/release" "setSubcloudRelease"
+        "Set the Roost release its hosts should run (or clear it) and push it to them",
+        post(releases::set_subcloud),
+        body: Some(schema::<releases::SetRelease>),
+        answer: Answer::Json(200, schema::<SubcloudView>),
+        errors: &[NOT_FOUND, (422, "No such release, or neither/both of version and clear"), STORE]),
+    route!(Get "/v1/releases" "listReleases" "Every Roost release central serves to hosts",
+        get(releases::list),
+        answer: Answer::Json(200, schema::<Vec<roost_federation::model::Release>>)),
+    route!(Post "/v1/releases" "addRelease"
+        "Add a Roost release: the binary is the body (at most 512 MiB), stored by its SHA-256",
+        post(releases::add),
+        query: releases::ADD_PARAMS,
+        upload: true,
+        answer: Answer::Json(201, schema::<roost_federation::model::Release>),
+        errors: &[(200, "The same version with the same binary was already there"),
+            (409, "The version exists with another binary"), INVALID,
+            (500, "The store or the releases dir failed; nothing was added")]),
+    route!(Delete "/v1/releases/{version}" "removeRelease" "Remove a release no subcloud wants",
+        delete(releases::remove),
+        answer: Answer::Json(200, schema::<Removed>),
+        errors: &[NOT_FOUND, (409, "A subcloud still wants it (named)"), STORE]),
     route!(Get "/v1/alarms" "listAlarms" "Alarms, newest first", get(list_alarms),
         query: ALARM_PARAMS,
         answer: Answer::Json(200, schema::<Vec<Alarm>>),
@@ -406,7 +432,8 @@ impl From<CentralError> for ApiError {
                 }
             }
             CentralError::Refused(_) => StatusCode::FORBIDDEN,
-            CentralError::Store(_) | CentralError::Pki(_) => {
+            CentralError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            CentralError::Store(_) | CentralError::Pki(_) | CentralError::Io(_) => {
                 tracing::error!(error = %e, "operator request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }

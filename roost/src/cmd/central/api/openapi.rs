@@ -55,6 +55,11 @@ pub fn statuses(r: &Route) -> BTreeMap<u16, String> {
             "A field is wrong or unknown; `details` names each by its path",
         );
     }
+    if r.upload {
+        add(400, "The upload broke off");
+        add(413, "The binary is larger than 512 MiB");
+        add(422, "The version is missing or wrong, or the body is empty");
+    }
     if !path_params(r.path).is_empty() {
         add(400, "The path is not valid percent-encoded UTF-8");
     }
@@ -110,6 +115,10 @@ fn operation(r: &Route, g: &mut schemars::SchemaGenerator) -> Value {
     if let Some(b) = r.body {
         op["requestBody"] = json!({"required": true,
             "content": {"application/json": {"schema": b(g).to_value()}}});
+    }
+    if r.upload {
+        op["requestBody"] = json!({"required": true,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}});
     }
     if r.open {
         op["security"] = json!([]);

@@ -4,6 +4,7 @@
 //! plus one `  field: message` line per bad field), 2 on usage errors (clap).
 
 mod conn;
+mod release;
 mod render;
 mod strategy;
 
@@ -121,7 +122,7 @@ pub struct Common {
 pub enum CentralCmd {
     /// The fleet in numbers: subclouds, hosts online, sync, alarms.
     Status(Common),
-    /// Subclouds: add, ls, show, manage, unmanage, sync, rm.
+    /// Subclouds: add, ls, show, manage, unmanage, sync, upgrade, rm.
     Subcloud(SubcloudArgs),
     /// Groups of subclouds: add, ls, rm.
     Group(GroupArgs),
@@ -139,6 +140,8 @@ pub enum CentralCmd {
     Events(EventsArgs),
     /// Orchestration strategies: roll a set or a release across subclouds.
     Strategy(strategy::StrategyArgs),
+    /// Roost releases central serves to hosts: add, ls, rm.
+    Release(release::ReleaseArgs),
 }
 
 /// `subcloud`.
@@ -196,6 +199,8 @@ pub enum SubcloudCmd {
         #[arg(required = true)]
         labels: Vec<String>,
     },
+    /// Move its hosts to a Roost release (`--version V`), or stop asking (`--clear`).
+    Upgrade(release::UpgradeArgs),
 }
 
 /// `group`.
@@ -370,6 +375,7 @@ fn dispatch(cmd: CentralCmd) -> Result<(), CliError> {
         CentralCmd::Alarm(a) => alarm(a),
         CentralCmd::Events(a) => events(a),
         CentralCmd::Strategy(a) => strategy::run(a),
+        CentralCmd::Release(a) => release::run(a),
     }
 }
 
@@ -491,6 +497,7 @@ fn subcloud(a: SubcloudArgs) -> Result<(), CliError> {
                 render::subcloud_line(v, "labelled")
             })
         }
+        SubcloudCmd::Upgrade(u) => release::upgrade(&remote, out, u),
         SubcloudCmd::Rm { name } => {
             let path = format!("/v1/subclouds/{}", seg(&name));
             show(
