@@ -141,6 +141,14 @@ fn container_log(args: &[std::ffi::OsString]) -> ExitCode {
 mod tests {
     use super::hoist_socket;
 
+    /// clap's own consistency checks (e.g. a `--version` of a verb clashing with the
+    /// propagated version flag) over every subcommand.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
     fn run(a: &[&str]) -> Vec<String> {
         hoist_socket(a.iter().map(Into::into).collect())
             .into_iter()

@@ -319,13 +319,15 @@ async fn broken_rolled_back(b: Backend) {
     let file = f.central.data_dir().join("../hangs");
     std::fs::write(&file, b"#!/bin/sh\nexec sleep 600\n").unwrap();
     let r = add_release(&f, &file, "0.1.0+hangs").await;
+    let hang_sha = r["sha256"].as_str().unwrap().to_string();
+    let hang_sha = hang_sha.as_str();
     f.central
         .cli_ok(&["subcloud", "upgrade", "s1", "--version", "0.1.0+hangs"])
         .await;
     let f_ = &f;
     wait_for(T, "h1 swapped in the hanging binary", || async move {
         let rec = record(f_, "h1").ok_or("no record")?;
-        if rec["state"] == "pending" && rec["sha256"] == r["sha256"] {
+        if rec["state"] == "pending" && rec["sha256"] == hang_sha {
             Ok(())
         } else {
             Err(rec.to_string())
@@ -339,7 +341,7 @@ async fn broken_rolled_back(b: Backend) {
     wait_for(T, "h1 rolled back without central", || async move {
         let rec = record(f_, "h1").ok_or("no record")?;
         let pid = f_.host("h1").daemon_pid();
-        if rec["state"] == "rolled-back" && rec["sha256"] == r["sha256"] && pid.is_some() {
+        if rec["state"] == "rolled-back" && rec["sha256"] == hang_sha && pid.is_some() {
             Ok(())
         } else {
             Err(format!("{rec} pid {pid:?}"))

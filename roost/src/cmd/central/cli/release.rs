@@ -21,6 +21,7 @@ pub struct ReleaseArgs {
 #[derive(Debug, Subcommand)]
 pub enum ReleaseCmd {
     /// Upload a Roost binary; hosts told to run VERSION fetch it and check its SHA-256.
+    #[command(disable_version_flag = true)]
     Add {
         /// The binary.
         file: PathBuf,
@@ -31,6 +32,7 @@ pub enum ReleaseCmd {
     /// List releases.
     Ls,
     /// Remove a release no subcloud wants.
+    #[command(disable_version_flag = true)]
     Rm {
         /// The version.
         version: String,
@@ -39,6 +41,7 @@ pub enum ReleaseCmd {
 
 /// `subcloud upgrade NAME --version V | --clear`.
 #[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
 pub struct UpgradeArgs {
     /// Subcloud name.
     pub name: String,
