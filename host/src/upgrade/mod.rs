@@ -568,3 +568,235 @@ pub fn reexec(cfg: &UpgradeConfig) -> UpgradeError {
         reason: format!("{e} (after rolling back: {reason}); start the daemon again by hand"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(sha2::Sha256::digest(b))
+    }
+
+    /// A "binary" (a shell script exiting `code`) in a temp dir, and an upgrader for it.
+    fn setup(code: i32) -> (tempfile::TempDir, Arc<HostUpgrader>) {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("roost");
+        std::fs::write(&bin, format!("#!/bin/sh\nexit {code}\n")).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let u = HostUpgrader::open(UpgradeConfig {
+            link_dir: d.path().join("central"),
+            exe: bin,
+            argv: vec!["roost".into(), "host".into()],
+            deadline: Duration::from_secs(5),
+            builtin_version: "0.1.0".into(),
+        });
+        u.set_host("h1");
+        (d, u)
+    }
+
+    fn req(body: &[u8]) -> ReleaseRequest {
+        ReleaseRequest {
+            version: "0.2.0".into(),
+            sha256: sha(body),
+            size: body.len() as u64,
+        }
+    }
+
+    fn data(parts: Vec<Result<Vec<u8>, String>>) -> ReleaseStream {
+        Box::pin(stream::iter(parts))
+    }
+
+    /// Nothing swapped: the binary, no `.new`, no `.prev`, no record.
+    fn untouched(d: &Path) {
+        assert_eq!(
+            std::fs::read_to_string(d.join("roost")).unwrap(),
+            "#!/bin/sh\nexit 3\n"
+        );
+        assert!(!d.join("roost.new").exists());
+        assert!(!d.join("central").join(record::UPGRADE_FILE).exists());
+    }
+
+    async fn fails(u: &HostUpgrader, r: ReleaseRequest, s: ReleaseStream, want: &str) {
+        assert!(u.wants(Some(&r)));
+        match u.install(r, s).await {
+            UpgradeOutcome::Failed(e) => assert!(e.contains(want), "{e}"),
+            o => panic!("{o:?}"),
+        }
+        let a = u.alarms();
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(
+            (
+                a[0].code.as_str(),
+                a[0].severity.as_str(),
+                a[0].entity.as_str()
+            ),
+            (ALARM_FAILED, "major", "host/h1")
+        );
+        assert!(a[0].reason.contains(want), "{a:?}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_digest_is_refused_and_nothing_is_swapped() {
+        let (d, u) = setup(3);
+        let mut r = req(b"new binary");
+        r.sha256 = sha(b"another");
+        fails(
+            &u,
+            r.clone(),
+            data(vec![Ok(b"new binary".to_vec())]),
+            "SHA-256",
+        )
+        .await;
+        untouched(d.path());
+        assert!(!u.restart.borrow().to_owned());
+        // Central asks for something else: the failure's alarm goes.
+        assert!(u.wants(Some(&req(b"x"))));
+        assert!(u.alarms().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_truncated_or_broken_download_is_named() {
+        let (d, u) = setup(3);
+        let body = b"0123456789";
+        fails(
+            &u,
+            req(body),
+            data(vec![Ok(b"0123".to_vec())]),
+            "4 bytes arrived, central said 10",
+        )
+        .await;
+        untouched(d.path());
+        fails(
+            &u,
+            req(body),
+            data(vec![
+                Ok(b"01".to_vec()),
+                Err("the download broke off after 2 bytes".into()),
+            ]),
+            "broke off after 2 bytes",
+        )
+        .await;
+        untouched(d.path());
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_binary_dir_is_named() {
+        let (_d, _) = setup(3);
+        let u = HostUpgrader::open(UpgradeConfig {
+            link_dir: PathBuf::from("/proc/roost-none/central"),
+            exe: PathBuf::from("/proc/roost-none/roost"),
+            argv: vec![],
+            deadline: Duration::from_secs(5),
+            builtin_version: "0.1.0".into(),
+        });
+        u.set_host("h1");
+        fails(
+            &u,
+            req(b"x"),
+            data(vec![Ok(b"x".to_vec())]),
+            "/proc/roost-none/roost.new",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_guard_that_cannot_start_leaves_nothing_swapped() {
+        // The "previous binary" run as the guard is the script: it exits 3.
+        let (d, u) = setup(3);
+        let body = b"#!/bin/sh\nexit 0\n";
+        fails(
+            &u,
+            req(body),
+            data(vec![Ok(body.to_vec())]),
+            "upgrade guard",
+        )
+        .await;
+        untouched(d.path());
+    }
+
+    #[test]
+    fn what_runs_follows_the_record_and_the_binary() {
+        let (d, u) = setup(3);
+        assert_eq!(u.running_version(), "0.1.0");
+        let bin = d.path().join("roost");
+        let mut rec = UpgradeRecord {
+            version: "0.2.0".into(),
+            sha256: sha(b"b"),
+            previous: "0.1.5".into(),
+            deadline_ms: 0,
+            state: UpgradeState::Pending,
+            pid: 1,
+            bin: bin.clone(),
+            ino: ino(&bin),
+            previous_ino: 0,
+            reason: None,
+            lifted: false,
+            changed_ms: 1,
+        };
+        let dir = d.path().join("central");
+        record::write(&dir, &rec).unwrap();
+        let open = || HostUpgrader::open(u.config().clone());
+        // Pending on this very binary: it is the new one; confirm makes it healthy.
+        let n = open();
+        assert_eq!(n.running_version(), "0.2.0");
+        n.confirm();
+        assert_eq!(
+            record::read(&dir).unwrap().unwrap().state,
+            UpgradeState::Healthy
+        );
+        assert_eq!(open().running_version(), "0.2.0");
+        // Another binary than the one installed: the built-in version.
+        rec.ino += 1;
+        record::write(&dir, &rec).unwrap();
+        assert_eq!(open().running_version(), "0.1.0");
+        // Rolled back to this binary: the previous version, and that release refused
+        // (with an alarm) until central asks for another.
+        rec.state = UpgradeState::RolledBack;
+        rec.previous_ino = ino(&bin);
+        rec.reason = Some("exited".into());
+        record::write(&dir, &rec).unwrap();
+        let n = open();
+        n.set_host("h1");
+        assert_eq!(n.running_version(), "0.1.5");
+        let refused = ReleaseRequest {
+            version: "0.2.0".into(),
+            sha256: rec.sha256.clone(),
+            size: 1,
+        };
+        assert!(!n.wants(Some(&refused)));
+        let a = n.alarms();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].code, ALARM_ROLLED_BACK);
+        assert!(
+            a[0].reason.contains("0.2.0") && a[0].reason.contains("exited"),
+            "{a:?}"
+        );
+        assert!(!n.wants(None));
+        assert!(
+            n.alarms().is_empty(),
+            "lifted once central asks for no release"
+        );
+        assert!(record::read(&dir).unwrap().unwrap().lifted);
+        // A release it runs already is not fetched.
+        let same = ReleaseRequest {
+            version: "0.1.5".into(),
+            sha256: sha(b"x"),
+            size: 1,
+        };
+        assert!(!n.wants(Some(&same)));
+        // One install at a time.
+        assert!(n.wants(Some(&req(b"y"))));
+        assert!(!n.wants(Some(&req(b"y"))));
+    }
+
+    #[test]
+    fn deleted_suffix_is_stripped() {
+        assert_eq!(
+            strip_deleted(PathBuf::from("/usr/bin/roost (deleted)")),
+            PathBuf::from("/usr/bin/roost")
+        );
+        assert_eq!(strip_deleted(PathBuf::from("/a/b")), PathBuf::from("/a/b"));
+    }
+}
