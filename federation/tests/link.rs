@@ -608,7 +608,7 @@ async fn a_release_reaches_the_hosts_of_its_subcloud_over_the_link() {
         .collect();
     assert_eq!(
         files,
-        [want.clone()],
+        std::slice::from_ref(&want),
         "one file named by its digest, no upload left"
     );
     // The same again: unchanged; another binary under that version: a conflict.

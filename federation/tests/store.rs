@@ -316,7 +316,7 @@ async fn releases_round_trip(db: &Db) {
     assert_eq!(s.load().await.unwrap().releases, vec![r1b.clone()]);
     assert_eq!(
         db.texts("SELECT sha256 FROM releases").await,
-        [r1b.sha256.clone()]
+        std::slice::from_ref(&r1b.sha256)
     );
 }
 
