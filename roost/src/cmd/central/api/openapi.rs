@@ -56,7 +56,6 @@ pub fn statuses(r: &Route) -> BTreeMap<u16, String> {
         );
     }
     if r.upload {
-        add(400, "The upload broke off");
         add(413, "The binary is larger than 512 MiB");
         add(422, "The version is missing or wrong, or the body is empty");
     }
