@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 fed_test!(rollout: sqlite_rollout, postgres_rollout);
 fed_test!(broken_rolled_back: sqlite_broken_rolled_back, postgres_broken_rolled_back);
+fed_test!(strategy_rolls_a_release: sqlite_strategy_rolls_a_release, postgres_strategy_rolls_a_release);
 
 const BUILT_IN: &str = env!("CARGO_PKG_VERSION");
 
@@ -39,21 +40,29 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
 /// A fleet of `n` hosts in subcloud `s1` (group g1), each on its own copy of roost,
 /// with `--upgrade-deadline deadline`, running mock set `web` (3 workloads).
 async fn fleet(b: Backend, n: usize, deadline: &str) -> (Fleet, Vec<String>) {
-    let mut f = Fleet::new(b, n).await;
+    fleet_in(b, &vec!["s1"; n], deadline).await
+}
+
+/// As [`fleet`], host `hI` in subcloud `subclouds[I-1]` (all in group g1).
+async fn fleet_in(b: Backend, subclouds: &[&str], deadline: &str) -> (Fleet, Vec<String>) {
+    let mut f = Fleet::new(b, subclouds.len()).await;
     f.central.cli_ok(&["group", "add", "g1"]).await;
-    f.central
-        .cli_ok(&["subcloud", "add", "s1", "--group", "g1"])
-        .await;
+    let made: BTreeSet<&str> = subclouds.iter().copied().collect();
+    for s in made {
+        f.central
+            .cli_ok(&["subcloud", "add", s, "--group", "g1"])
+            .await;
+    }
     let hosts: Vec<String> = f.hosts.iter().map(|h| h.name.clone()).collect();
-    for i in 0..n {
+    for (i, s) in subclouds.iter().enumerate() {
         f.hosts[i].own_copy();
         f.hosts[i].flags = vec!["--upgrade-deadline".into(), deadline.into()];
-        f.enroll(i, "s1").await;
+        f.enroll(i, s).await;
     }
     let hs: Vec<&str> = hosts.iter().map(String::as_str).collect();
     f.wait_online(&hs).await;
     let web = names("web", 3);
-    f.deploy(&mock_set("web", &web), "subcloud/s1").await;
+    f.deploy(&mock_set("web", &web), "group/g1").await;
     let want: BTreeSet<String> = web.iter().cloned().collect();
     for h in &hosts {
         f.wait_running(h, &want, T).await;
@@ -389,4 +398,137 @@ async fn broken_rolled_back(b: Backend) {
     let v = f.host_view("h1").await.unwrap();
     assert_eq!(v["roostVersion"], BUILT_IN, "{v}");
     unchanged(&f, "h1", &was).await.unwrap();
+}
+
+/// The lead's strategy engine rolls a release with this upgrader: a good one completes
+/// on every subcloud (each host on it, re-executed in place, workloads untouched); a
+/// binary that exits at start fails the first subcloud (its host rolls back by itself
+/// and raises `upgrade.rolled-back`), the strategy stops there and puts that subcloud's
+/// release back, and its host runs the good release again.
+async fn strategy_rolls_a_release(b: Backend) {
+    let (f, hosts) = fleet_in(b, &["s1", "s2"], "10s").await;
+    let mut before = BTreeMap::new();
+    for h in &hosts {
+        let host = f.host(h);
+        before.insert(
+            h.clone(),
+            (host.daemon_pid().unwrap(), host.owned().await.unwrap()),
+        );
+    }
+    let good = f.central.data_dir().join("../roost-t2");
+    let mut bytes = std::fs::read(f.host("h1").bin.clone().unwrap()).unwrap();
+    bytes.extend_from_slice(b"\nroost test release t2\n");
+    std::fs::write(&good, &bytes).unwrap();
+    add_release(&f, &good, "0.1.0+t2").await;
+    let t = Instant::now();
+    f.central
+        .cli_json(&[
+            "strategy",
+            "create",
+            "up",
+            "--release",
+            "0.1.0+t2",
+            "--group",
+            "g1",
+            "--serial",
+            "--min-healthy",
+            "1s",
+            "--apply",
+        ])
+        .await;
+    let v = wait_for(T, "strategy `up` complete", || async {
+        let v = f.central.try_get("/v1/strategies/up").await?;
+        match v["state"].as_str() {
+            Some("complete") => Ok(v),
+            Some("failed") | Some("aborted") => panic!("strategy `up` ended: {v}"),
+            _ => Err(v.to_string()),
+        }
+    })
+    .await;
+    f.record(
+        "release strategy, 2 subclouds serial, 1 s min-healthy -> complete",
+        t.elapsed(),
+    );
+    for s in v["steps"].as_array().unwrap() {
+        assert_eq!(s["state"], "complete", "{v}");
+    }
+    for h in &hosts {
+        let host = f.host(h);
+        assert_eq!(f.host_view(h).await.unwrap()["roostVersion"], "0.1.0+t2");
+        assert_eq!(
+            host.daemon_pid(),
+            Some(before[h].0),
+            "{h}: re-executed in place"
+        );
+        unchanged(&f, h, &before[h].1).await.unwrap();
+    }
+
+    // A broken release: the first subcloud fails and is rolled back; the second is
+    // never touched.
+    let bad = f.central.data_dir().join("../exits2");
+    std::fs::write(&bad, b"#!/bin/sh\nexit 1\n").unwrap();
+    add_release(&f, &bad, "0.1.0+exits").await;
+    f.central
+        .cli_json(&[
+            "strategy",
+            "create",
+            "bad",
+            "--release",
+            "0.1.0+exits",
+            "--subclouds",
+            "s1,s2",
+            "--serial",
+            "--min-healthy",
+            "1s",
+            "--apply",
+        ])
+        .await;
+    let v = wait_for(T, "strategy `bad` failed", || async {
+        let v = f.central.try_get("/v1/strategies/bad").await?;
+        match v["state"].as_str() {
+            Some("failed") => Ok(v),
+            Some("complete") => panic!("a broken release completed: {v}"),
+            _ => Err(v.to_string()),
+        }
+    })
+    .await;
+    let steps: BTreeMap<String, String> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["subcloud"].as_str().unwrap().to_string(),
+                s["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(steps["s1"], "rolled-back", "{v}");
+    assert_ne!(steps["s2"], "complete", "{v}");
+    assert_eq!(
+        f.central.get("/v1/subclouds/s1").await["release"],
+        "0.1.0+t2"
+    );
+    // h1 went back to the good release by itself and runs it again, serving; h2 never
+    // left it. Every workload is the same process.
+    wait_for(T, "h1 on 0.1.0+t2 again at central", || async {
+        let v = f.host_view("h1").await?;
+        if v["roostVersion"] == "0.1.0+t2" && v["availability"] == "online" {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    let rec = record(&f, "h1").unwrap();
+    assert_eq!(rec["state"], "rolled-back", "{rec}");
+    assert_eq!(rec["previous"], "0.1.0+t2", "{rec}");
+    assert_eq!(
+        sha256_of(&f.host("h1").bin.clone().unwrap()),
+        hex(&sha2::Sha256::digest(&bytes))
+    );
+    assert_eq!(f.host("h2").daemon_pid(), Some(before["h2"].0));
+    for h in &hosts {
+        unchanged(&f, h, &before[h].1).await.unwrap();
+    }
 }
