@@ -251,6 +251,7 @@ impl State {
                     alarms: t.alarms,
                     last_seen_ms: t.last_seen_ms,
                     labels: s.labels.clone(),
+                    release: s.release.clone(),
                     host_list: Vec::new(),
                 }
             })
