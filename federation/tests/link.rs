@@ -390,6 +390,8 @@ async fn revoke_cuts_the_link_and_offline_raises_an_alarm() {
     f.central.revoke_host("h1").await.unwrap();
     let took = wait("h1's link down", 1, || !st.borrow().connected).await;
     println!("revoke -> link down on the host: {took:?}");
+    // A hold, not a wait: the host redials from 500 ms on, so 1.5 s down shows the
+    // revoked certificate is refused on each try.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!st.borrow().connected, "a revoked host reconnected");
     let err = st.borrow().last_error.clone().unwrap_or_default();

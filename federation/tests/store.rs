@@ -793,7 +793,16 @@ async fn postgres_lost_connection_is_reported() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The store's connection task sees the termination asynchronously: wait for the
+    // store to notice, not a fixed time.
+    let t = std::time::Instant::now();
+    while s.load().await.is_ok() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "the store did not notice its terminated connection within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for err in [
         s.commit(vec![Change::PutGroup(group("core", ""))])
             .await

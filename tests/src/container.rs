@@ -60,19 +60,33 @@ impl Ns {
 
     /// Remove every image, wait for GC, then assert nothing is left and drop the
     /// namespace.
+    ///
+    /// What is left can take a while to go: snapshots are removed by containerd's
+    /// garbage collector, and a driver's `destroy` of an instance that had already
+    /// ended deletes in the background. A fixed 5 s wait here failed on a fresh
+    /// machine; this polls the namespace for up to a minute instead: a real leak
+    /// stays and is named, a slow collector only makes the wait longer.
     pub async fn finish(self) {
         for img in self.client.image_list().await.expect("image list") {
             self.client.image_remove(&img.name).await.expect("image rm");
         }
-        let mut left = Vec::new();
-        for _ in 0..50 {
-            left = self.leftovers().await;
-            if left.is_empty() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        assert!(left.is_empty(), "namespace {} leaked: {left:?}", self.name);
+        crate::wait_until_async(
+            &format!(
+                "containerd's garbage collection emptying namespace {}",
+                self.name
+            ),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(100),
+            || async {
+                let left = self.leftovers().await;
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("still there (a leak?): {left:?}"))
+                }
+            },
+        )
+        .await;
         // runc leaves parent cgroups behind (ours under /roost-test, `ctr run`'s under
         // /<namespace>); drop the empty ones.
         remove_empty_cgroups("roost-test");
@@ -279,13 +293,13 @@ impl Registry {
             .spawn()
             .unwrap();
         let reg = Registry { child, addr, root };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&reg.addr).is_ok() {
-                return Some(reg);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("docker-registry did not listen on {}", reg.addr);
+        crate::wait_until(
+            &format!("docker-registry listening on {}", reg.addr),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(50),
+            || std::net::TcpStream::connect(&reg.addr).map_err(|e| e.to_string()),
+        );
+        Some(reg)
     }
 
     /// Push an OCI layout into the registry as `repo:tag` with skopeo.
@@ -386,13 +400,19 @@ impl OwnContainerd {
             .unwrap();
         // SAFETY: kill(2) with a pid we started; no memory is shared.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        for _ in 0..50 {
-            // SAFETY: signal 0 only checks the pid exists.
-            if unsafe { libc::kill(pid, 0) } != 0 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        crate::wait_until(
+            &format!("the SIGKILLed containerd (pid {pid}) ending"),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(20),
+            || {
+                // A zombie has ended too (its reaper is not us).
+                if crate::vmm::alive(pid as u32) {
+                    Err("still running".into())
+                } else {
+                    Ok(())
+                }
+            },
+        );
         let _ = std::fs::remove_file(self.dir.path().join("containerd.pid"));
     }
 

@@ -42,3 +42,48 @@ pub mod daemon;
 pub mod fed;
 pub mod sched;
 pub mod vmm;
+
+/// Poll `check` every `every` until it gives `Some`, and return that; panic naming
+/// `what` (and `check`'s last word on it) if `within` passes first. Tests wait on
+/// conditions with this, never on a fixed sleep: a slow or fresh machine only makes
+/// the wait longer.
+pub fn wait_until<T>(
+    what: &str,
+    within: std::time::Duration,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let t = std::time::Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) if t.elapsed() >= within => {
+                panic!("{what} did not happen within {within:?}; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
+/// [`wait_until`] for async checks (inside a tokio runtime).
+pub async fn wait_until_async<T, F, Fut>(
+    what: &str,
+    within: std::time::Duration,
+    every: std::time::Duration,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let t = std::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if t.elapsed() >= within => {
+                panic!("{what} did not happen within {within:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}

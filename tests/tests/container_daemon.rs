@@ -165,7 +165,8 @@ fn daemon_sigkill_and_restart_readopts_the_running_container() {
     let pids_before = s.rt.block_on(client.pids("sleeper-1")).unwrap();
     assert!(!pids_before.is_empty());
     s.d.kill9();
-    // The container keeps running under its shim with no daemon.
+    // The container keeps running under its shim with no daemon (a hold, not a
+    // wait: it is still running half a second after the daemon died).
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         s.rt.block_on(client.state("sleeper-1")).unwrap(),

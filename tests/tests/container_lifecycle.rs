@@ -61,19 +61,24 @@ async fn import_from_layout_dir_and_tarball() {
     ns.finish().await;
 }
 
-/// The log file once it holds every needle (or after 2 s). The shim copies the last
-/// output into the file on its own schedule; the exit can be reported a moment
-/// before (seen with the shim on a busy core).
+/// The log file once it holds every needle (panics naming the missing ones after
+/// 30 s). The shim copies the last output into the file on its own schedule; the
+/// exit can be reported a moment before (seen with the shim on a busy core).
 async fn log_with(path: &std::path::Path, needles: &[&str]) -> String {
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(path).unwrap_or_default();
-        if needles.iter().all(|n| text.contains(n)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    text
+    roost_tests::wait_until_async(
+        &format!("{} holding {needles:?}", path.display()),
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if needles.iter().all(|n| text.contains(n)) {
+                Ok(text)
+            } else {
+                Err(format!("{text:?}"))
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -117,15 +122,20 @@ async fn stop_ends_a_sleeper_within_its_grace() {
     import_busybox(&ns.client, IMG).await;
     let cg = CgroupV1::default();
     let t = tempfile::tempdir().unwrap();
-    // sh as pid 1 ignores SIGTERM unless it traps it: this one exits on TERM.
+    // sh as pid 1 ignores SIGTERM unless it traps it: this one exits on TERM. Its
+    // first line says the trap is set (a stop before that would find no trap).
     let spec = run_spec(
         "sleeper-1",
         IMG,
-        &["sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo trapping; sleep 300 & wait",
+        ],
         &t.path().join("s.log"),
     );
     ns.client.run(&spec, &cg).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    log_with(&t.path().join("s.log"), &["trapping"]).await;
     let t0 = Instant::now();
     let exit = ns
         .client

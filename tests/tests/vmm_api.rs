@@ -62,6 +62,8 @@ fn spin_pauses_resumes_and_stops() {
     );
     assert_eq!(json(&v.req("GET", "/vm", None).1)["state"], "paused");
     let paused_at = ticks(&v.console());
+    // A hold, not a wait: a running guest ticks every 2^20 loop iterations (about
+    // every 2 s here), so four seconds without a tick is what "paused" means.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(ticks(&v.console()), paused_at, "the guest ran while paused");
 
