@@ -148,8 +148,11 @@ pub struct VmSpec {
 fn default_vcpus() -> u32 {
     1
 }
+/// Guest memory of a VM whose spec does not say (MiB).
+pub const DEFAULT_VM_MEMORY_MIB: u64 = 128;
+
 fn default_vm_memory() -> u64 {
-    128
+    DEFAULT_VM_MEMORY_MIB
 }
 
 /// How the mock driver behaves: a host process that logs ticks (1 s apart, 5 s after

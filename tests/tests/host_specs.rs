@@ -207,7 +207,10 @@ fn invalid_specs_name_their_field() {
             json!({"apiVersion": "roost.dev/v1", "kind": "Workload", "spec": {"driver": "mock"}}),
             "metadata",
         ),
-        (json!([1, 2]), "(document)"),
+        (
+            json!({"apiVersion": "roost.dev/v1", "kind": "Workload", "metadata": {"name": "w"}, "spec": 5}),
+            "spec",
+        ),
     ];
     assert!(cases.len() >= 30);
     for (doc, field) in &cases {
@@ -246,9 +249,18 @@ fn every_problem_at_once_in_yaml_too() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    for f in ["spec.restartPolicy", "spec.mock.extra"] {
+    // The unknown enum value and the unknown field do not hide the rules broken
+    // beside them: one answer lists every path.
+    for f in [
+        "spec.restartPolicy",
+        "spec.mock.extra",
+        "metadata.name",
+        "spec.resources.cores",
+        "spec.mock.exitCode",
+    ] {
         assert!(fields.contains(&f), "{f} missing from {fields:?}");
     }
+    assert_eq!(fields.len(), 5, "each problem once: {fields:?}");
     let msg = v["details"]
         .as_array()
         .unwrap()
@@ -259,7 +271,7 @@ fn every_problem_at_once_in_yaml_too() {
         .unwrap()
         .to_string();
     assert!(msg.contains("unknown field"), "{msg}");
-    // Without the structural errors, the semantic ones all show together.
+    // Without the structural errors, the others still show together.
     let yaml = yaml
         .replace("  restartPolicy: sometimes\n", "")
         .replace("    extra: 1\n", "");
@@ -287,4 +299,79 @@ fn every_problem_at_once_in_yaml_too() {
         e.contains("spec.resources.cores: must be at least 1 when cpuPolicy is dedicated"),
         "{e}"
     );
+}
+
+/// Kubernetes' split: a body that is not a document at all is 400 and says where it
+/// broke; a document that breaks the spec is 422 and lists every field.
+#[test]
+fn a_body_that_is_no_document_is_400_and_says_where() {
+    let d = Daemon::start();
+    let good = base().to_string();
+    let cut = &good[..good.len() / 2];
+    for (body, want) in [
+        (cut.to_string(), "line 1, column"),
+        (
+            "{\n  \"apiVersion\": \"roost.dev/v1\",\n  \"kind\" \"Workload\"\n}".to_string(),
+            "line 3, column",
+        ),
+        (
+            "apiVersion: roost.dev/v1\nkind: Workload\nmetadata: {name: w\nspec: {}\n".to_string(),
+            "line ",
+        ),
+        ("[1, 2]".to_string(), "is a list, not a workload spec"),
+        (
+            "\"a string\"".to_string(),
+            "is a string, not a workload spec",
+        ),
+        ("just words".to_string(), "is a string, not a workload spec"),
+        ("".to_string(), "is empty, not a workload spec"),
+    ] {
+        let (s, v) = d.api("POST", "/v1/workloads", Some(&body));
+        assert_eq!(s, 400, "{body:?}: {v}");
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(e.contains(want), "{body:?}: `{want}` not in {e}");
+        assert_eq!(v["details"][0]["field"], "(document)", "{v}");
+    }
+    // The same for a desired set; its envelope and every spec in it are checked
+    // together once it parses.
+    let (s, v) = d.api("POST", "/v1/apply", Some(r#"{"workloads": [{"apiVe"#));
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("line 1, column"),
+        "{v}"
+    );
+    let (s, v) = d.api("POST", "/v1/apply", Some("[]"));
+    assert_eq!(s, 400, "{v}");
+    let mut bad = base();
+    bad["spec"]["restartPolicy"] = json!("sometimes");
+    bad["spec"]["resources"] = json!({"cpuPolicy": "dedicated", "cores": 0});
+    let body = json!({"workloads": [base(), bad, base()], "prune": "yes", "extra": 1});
+    let (s, v) = d.api("POST", "/v1/apply", Some(&body.to_string()));
+    assert_eq!(s, 422, "{v}");
+    let fields: Vec<&str> = v["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for f in [
+        "extra",
+        "prune",
+        "workloads[1].spec.restartPolicy",
+        "workloads[1].spec.resources.cores",
+        "workloads[2].metadata.name",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {fields:?}");
+    }
+    let (s, v) = d.api("POST", "/v1/apply", Some(r#"{"workloads": [[1]]}"#));
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["details"][0]["field"], "workloads[0]", "{v}");
+    // Over the spec limit (256 KiB) but under the body limit: 413 with the sizes.
+    let mut big = base();
+    big["metadata"]["labels"] = json!({"pad": "x".repeat(300 * 1024)});
+    let (s, v) = d.api("POST", "/v1/workloads", Some(&big.to_string()));
+    assert_eq!(s, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("262144"), "{v}");
+    // Nothing was created.
+    assert!(d.names().is_empty());
 }

@@ -48,9 +48,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(rec)).into_response())
 }
 
-/// Body of `POST /v1/apply`: a whole desired set.
+/// Body of `POST /v1/apply`: a whole desired set. This type describes the body in
+/// the OpenAPI document; `parse_apply` reads it loosely, so that every problem in
+/// it is reported at once.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub struct ApplyRequest {
     /// The workloads that should exist (specs as JSON objects).
     pub workloads: Vec<serde_json::Value>,
@@ -92,35 +95,9 @@ pub async fn apply(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let text = body_text(body)?;
-    let req: ApplyRequest = serde_json::from_str(&text).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("apply body must be {{\"workloads\": [...], \"prune\": bool}}: {e}"),
-        )
-    })?;
-    let mut specs = Vec::new();
-    let mut problems = Vec::new();
-    for (i, v) in req.workloads.into_iter().enumerate() {
-        match validate::validate_value(v) {
-            Ok(w) => specs.push(w),
-            Err(e) => problems.extend(e.0.into_iter().map(|mut f| {
-                f.field = format!("workloads[{i}].{}", f.field);
-                f
-            })),
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (i, w) in specs.iter().enumerate() {
-        if !seen.insert(w.metadata.name.clone()) {
-            problems.push(validate::FieldError {
-                field: format!("workloads[{i}].metadata.name"),
-                message: format!("`{}` appears twice in the set; keep one", w.metadata.name),
-            });
-        }
-    }
-    if !problems.is_empty() {
-        return Err(validate::ValidationError(problems).into());
-    }
+    let (specs, prune) = parse_apply(&text)?;
+    let seen: std::collections::HashSet<String> =
+        specs.iter().map(|w| w.metadata.name.clone()).collect();
     // A set is applied to the end even if its client hangs up part way.
     let sup = Arc::clone(&st.sup);
     let (results, failed) = tokio::spawn(async move {
@@ -145,7 +122,7 @@ pub async fn apply(
                 }
             }
         }
-        if req.prune && !failed {
+        if prune && !failed {
             for rec in sup.list() {
                 if !seen.contains(rec.name()) {
                     let name = rec.name().to_string();
@@ -200,6 +177,89 @@ pub async fn apply(
         }),
     )
         .into_response())
+}
+
+/// Read an apply body: bad syntax or no mapping at the top is 400; everything
+/// else wrong with it (the envelope's fields, every spec in the set, a name twice)
+/// comes back together as one 422.
+fn parse_apply(text: &str) -> Result<(Vec<crate::spec::Workload>, bool), ApiError> {
+    let mut body = validate::expect_mapping(
+        validate::parse_json(text)?,
+        "desired set",
+        r#" ({"workloads": [...], "prune": false})"#,
+    )?;
+    let mut problems = Vec::new();
+    let mut keys: Vec<&String> = body.keys().collect();
+    keys.sort_unstable();
+    for k in keys {
+        if k != "workloads" && k != "prune" {
+            problems.push(validate::FieldError {
+                field: k.clone(),
+                message: "unknown field; remove it (known fields: prune, workloads)".into(),
+            });
+        }
+    }
+    let prune = match body.remove("prune") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(other) => {
+            problems.push(validate::FieldError {
+                field: "prune".into(),
+                message: format!("must be true or false, found {other}"),
+            });
+            false
+        }
+    };
+    let items = match body.remove("workloads") {
+        Some(serde_json::Value::Array(a)) => a,
+        None => {
+            problems.push(validate::FieldError {
+                field: "workloads".into(),
+                message: "is required; add the list of workload specs (may be empty)".into(),
+            });
+            Vec::new()
+        }
+        Some(other) => {
+            problems.push(validate::FieldError {
+                field: "workloads".into(),
+                message: format!(
+                    "must be a list of workload specs, found {}",
+                    validate::describe(&other)
+                ),
+            });
+            Vec::new()
+        }
+    };
+    let mut specs = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (i, v) in items.into_iter().enumerate() {
+        match validate::validate_value(v) {
+            Ok(w) => {
+                if let Some(first) = seen.insert(w.metadata.name.clone(), i) {
+                    problems.push(validate::FieldError {
+                        field: format!("workloads[{i}].metadata.name"),
+                        message: format!(
+                            "`{}` is also workloads[{first}]'s name; keep one",
+                            w.metadata.name
+                        ),
+                    });
+                }
+                specs.push(w);
+            }
+            Err(e) => problems.extend(e.0.into_iter().map(|mut f| {
+                f.field = if f.field == "(document)" {
+                    format!("workloads[{i}]")
+                } else {
+                    format!("workloads[{i}].{}", f.field)
+                };
+                f
+            })),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(validate::ValidationError(problems).into());
+    }
+    Ok((specs, prune))
 }
 
 /// `GET /v1/workloads`.

@@ -6,7 +6,7 @@ pub mod openapi;
 mod stream;
 
 use crate::supervisor::{Supervisor, SupervisorError};
-use crate::validate::{FieldError, ValidationError};
+use crate::validate::{DocumentError, FieldError, SpecError, ValidationError};
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -83,6 +83,37 @@ impl From<ValidationError> for ApiError {
                 ),
                 details: e.0,
             },
+        }
+    }
+}
+
+impl From<DocumentError> for ApiError {
+    fn from(e: DocumentError) -> Self {
+        let status = match e {
+            DocumentError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            DocumentError::Syntax { .. } | DocumentError::NotAMapping { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+        };
+        let message = e.to_string();
+        Self {
+            status,
+            body: ErrorBody {
+                error: message.clone(),
+                details: vec![FieldError {
+                    field: "(document)".into(),
+                    message,
+                }],
+            },
+        }
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::Document(d) => d.into(),
+            SpecError::Invalid(v) => v.into(),
         }
     }
 }
