@@ -203,9 +203,9 @@ pub fn parse_page_size(s: &str) -> Option<u64> {
 
 /// KiB → `2M` / `1G` / `64K`.
 pub fn page_size_name(kib: u64) -> String {
-    if kib % (1024 * 1024) == 0 {
+    if kib.is_multiple_of(1024 * 1024) {
         format!("{}G", kib / (1024 * 1024))
-    } else if kib % 1024 == 0 {
+    } else if kib.is_multiple_of(1024) {
         format!("{}M", kib / 1024)
     } else {
         format!("{kib}K")

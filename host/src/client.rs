@@ -101,9 +101,6 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// The system's CA bundle (Debian's path), used when no CA file is given.
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
 impl Client {
     /// A client for the daemon at `socket`.
     pub fn new(socket: impl AsRef<Path>) -> Self {
@@ -144,27 +141,38 @@ impl Client {
                 "the token is empty; put the daemon's bearer token in the file given to --token-file".into(),
             ));
         }
-        let system;
-        let (pem, from) = match ca_pem {
-            Some(p) => (p, "the CA file"),
+        let mut roots = rustls::RootCertStore::empty();
+        let from = match ca_pem {
+            Some(pem) => {
+                use rustls::pki_types::pem::PemObject;
+                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| bad(format!("bad PEM in the CA file: {e}")))?;
+                    roots.add(cert).map_err(|e| {
+                        bad(format!(
+                            "a certificate in the CA file is not usable as a CA: {e}"
+                        ))
+                    })?;
+                }
+                "the CA file"
+            }
             None => {
-                system = std::fs::read(SYSTEM_CA_BUNDLE).map_err(|e| {
-                    bad(format!(
-                        "no --ca-file given and the system CA bundle {SYSTEM_CA_BUNDLE} cannot be read ({e}); pass --ca-file with the CA that signed the daemon's certificate"
-                    ))
-                })?;
-                (system.as_slice(), SYSTEM_CA_BUNDLE)
+                // The platform's trust store (on Linux: the bundle the distribution
+                // keeps, wherever it is, and SSL_CERT_FILE / SSL_CERT_DIR).
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    let why = found
+                        .errors
+                        .first()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default();
+                    return Err(bad(format!(
+                        "no --ca-file given and no usable certificate in the system's trust store{why}; pass --ca-file with the CA that signed the daemon's certificate"
+                    )));
+                }
+                "the system's trust store"
             }
         };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut &pem[..]) {
-            let cert = cert.map_err(|e| bad(format!("bad PEM in {from}: {e}")))?;
-            roots.add(cert).map_err(|e| {
-                bad(format!(
-                    "a certificate in {from} is not usable as a CA: {e}"
-                ))
-            })?;
-        }
         if roots.is_empty() {
             return Err(bad(format!("no certificate found in {from}")));
         }

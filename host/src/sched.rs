@@ -601,7 +601,7 @@ mod tests {
     }
 
     fn spec(yaml: &str) -> WorkloadSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_saphyr::from_str(yaml).unwrap()
     }
 
     const EDGE: &str = "[cpu]\nplatform = \"0\"\nshared = \"1\"\nisolated = \"2-3\"\n";

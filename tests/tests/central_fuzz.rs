@@ -56,7 +56,7 @@ impl Rng {
 fn random_value(r: &mut Rng, depth: u32) -> Value {
     match r.next() % if depth > 2 { 5 } else { 8 } {
         0 => Value::Null,
-        1 => json!(r.next() % 2 == 0),
+        1 => json!(r.next().is_multiple_of(2)),
         2 => json!(r.next() as i64),
         3 => json!(*r.pick(&[
             "",
@@ -152,7 +152,7 @@ fn random_requests_never_get_a_5xx() {
     for i in 0..3000 {
         let (method, path, body) = match r.next() % 4 {
             0 | 1 => {
-                let base = if r.next() % 3 == 0 {
+                let base = if r.next().is_multiple_of(3) {
                     good_set.clone()
                 } else {
                     random_value(&mut r, 0)

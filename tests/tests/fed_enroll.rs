@@ -92,7 +92,8 @@ async fn refused(f: &Fleet, name: &str, token: &str, word: &str) {
 async fn session_without_client_cert(f: &Fleet) -> tonic::Status {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &f.central.ca_pem()[..]) {
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&f.central.ca_pem()[..]) {
         roots.add(c.unwrap()).unwrap();
     }
     let mut cfg = rustls::ClientConfig::builder()

@@ -213,8 +213,10 @@ pub async fn enroll(
 }
 
 fn pem_sha256(pem: &str) -> Option<String> {
-    let mut rd = std::io::BufReader::new(pem.as_bytes());
-    let der = rustls_pemfile::certs(&mut rd).next()?.ok()?;
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
     Some(crate::pki::sha256_hex(der.as_ref()))
 }
 

@@ -131,19 +131,27 @@ pub fn parse_json(text: &str) -> Result<Value, DocumentError> {
 }
 
 /// Parse one YAML document into a value, with the position of a syntax error.
+///
+/// serde-saphyr never panics on its input and limits aliases, depth and sizes by
+/// its default budget, so a hostile document costs bounded work.
 pub fn parse_yaml(text: &str) -> Result<Value, DocumentError> {
-    serde_yaml::from_str::<Value>(text).map_err(|e| {
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    let options = serde_saphyr::options! { with_snippet: false };
+    serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| {
+        let loc = e.location().filter(|l| l.line() > 0);
         let full = e.to_string();
+        // The position is reported apart; drop the parser's own copy of it.
         let message = match full.rsplit_once(" at line ") {
             Some((m, _)) => m.to_string(),
             None => full,
         };
-        let loc = e.location();
         DocumentError::Syntax {
             format: "YAML",
             message,
-            line: loc.as_ref().map(|l| l.line() as u64),
-            column: loc.as_ref().map(|l| l.column() as u64),
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
         }
     })
 }

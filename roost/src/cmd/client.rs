@@ -231,7 +231,7 @@ fn fail(r: &Reply) -> anyhow::Error {
 fn print_value(v: &Value, out: Output) -> anyhow::Result<()> {
     match out {
         Output::Json | Output::Table => println!("{}", serde_json::to_string_pretty(v)?),
-        Output::Yaml => print!("{}", serde_yaml::to_string(v)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(v)?),
     }
     Ok(())
 }
@@ -254,15 +254,9 @@ fn read_docs(file: &PathBuf) -> anyhow::Result<Vec<Value>> {
             v => vec![v],
         });
     }
-    let mut docs = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(&text) {
-        use serde::Deserialize;
-        let v = Value::deserialize(d)
-            .with_context(|| format!("{} is not valid YAML", file.display()))?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
+    let mut docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .with_context(|| format!("{} is not valid YAML", file.display()))?;
+    docs.retain(|v| !v.is_null());
     if docs.is_empty() {
         return Err(anyhow!("{} holds no workload spec", file.display()));
     }

@@ -384,13 +384,34 @@ pub(crate) fn mounts(proc_root: &Path) -> Vec<(PathBuf, String, Vec<String>)> {
                 .split(',')
                 .map(str::to_string)
                 .collect();
-            Some((
-                PathBuf::from(mount_point.replace("\\040", " ")),
-                fstype,
-                opts,
-            ))
+            Some((unescape_octal(mount_point), fstype, opts))
         })
         .collect()
+}
+
+/// Undo the kernel's octal escapes in a mountinfo path field (`\040` space, `\011`
+/// tab, `\012` newline, `\134` backslash, and any other `\NNN` byte).
+fn unescape_octal(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| {
+            b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) && d[0] <= b'3'
+        });
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 #[cfg(test)]
@@ -463,5 +484,26 @@ mod tests {
         assert_eq!(m[0].1, "cgroup");
         assert!(m[0].2.contains(&"cpu".to_string()));
         assert_eq!(m[1].1, "cgroup2");
+    }
+
+    #[test]
+    fn mountinfo_paths_lose_every_octal_escape() {
+        for (field, path) in [
+            ("/mnt/a\\040b", "/mnt/a b"),
+            ("/mnt/tab\\011x", "/mnt/tab\tx"),
+            ("/mnt/nl\\012x", "/mnt/nl\nx"),
+            ("/mnt/back\\134slash", "/mnt/back\\slash"),
+            ("/mnt/plain", "/mnt/plain"),
+            ("/mnt/short\\04", "/mnt/short\\04"),
+            ("/mnt/not\\999", "/mnt/not\\999"),
+            ("/mnt/end\\", "/mnt/end\\"),
+        ] {
+            assert_eq!(unescape_octal(field), PathBuf::from(path), "{field}");
+        }
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(
+            unescape_octal("/mnt/\\303\\274").as_os_str().as_bytes(),
+            "/mnt/ü".as_bytes()
+        );
     }
 }

@@ -208,7 +208,7 @@ impl Fleet {
     /// Write `set` as YAML into central's test dir as `TAG.yaml`; its path.
     pub fn set_file(&self, tag: &str, set: &Value) -> String {
         let file = self.central.p.dir.path().join(format!("{tag}.yaml"));
-        std::fs::write(&file, serde_yaml::to_string(set).unwrap()).unwrap();
+        std::fs::write(&file, serde_saphyr::to_string(set).unwrap()).unwrap();
         file.to_str().unwrap().to_string()
     }
 

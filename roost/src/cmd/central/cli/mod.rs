@@ -610,18 +610,13 @@ fn read_set(file: &std::path::Path) -> Result<Value, CliError> {
 }
 
 fn parse_set(name: &str, text: &str) -> Result<Value, CliError> {
-    use serde::Deserialize;
     let input = |reason: String| CliError::Input {
         path: name.to_string(),
         reason,
     };
-    let mut docs = Vec::new();
-    for d in serde_yaml::Deserializer::from_str(text) {
-        let v = Value::deserialize(d).map_err(|e| input(format!("not valid YAML or JSON: {e}")))?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
+    let mut docs: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| input(format!("not valid YAML or JSON: {e}")))?;
+    docs.retain(|v| !v.is_null());
     match docs.len() {
         1 => Ok(docs.remove(0)),
         0 => Err(input(
