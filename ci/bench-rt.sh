@@ -291,7 +291,6 @@ echo "== host profile"
 "$DEMO_IMAGE" "$work/image.tar" "$IMAGE" --add "$ROOST_BIN:/roost" \
   --add "$(command -v stress-ng):/usr/bin/stress-ng" >/dev/null
 csock=$(ci/containerd.sh start "$ctd") || die "containerd did not start"
-"$ROOST_BIN" image import --containerd-socket "$csock" --namespace "$NS" "$work/image.tar" >/dev/null
 
 # The Roost daemon for (a) and (w); its own session, so a Ctrl-C reaches only this
 # script, which removes the workloads through the daemon before stopping it.
@@ -305,6 +304,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 "$ROOST_BIN" ps >/dev/null 2>&1 || { tail -20 "$work/host.log" >&2; die "roost host did not start"; }
+# Through the daemon, into the containerd and namespace its container driver uses.
+"$ROOST_BIN" image import "$work/image.tar" >/dev/null
 
 echo "NOTE: (a) and (w): the probe (\`/roost probe latency\`) and stress-ng run as containers of"
 echo "      the image $IMAGE (busybox-static + roost + stress-ng + their"

@@ -25,7 +25,7 @@ fi
 
 # A demo image from Debian's busybox-static (no registry needed).
 target/release/demo-image "$ROOST_HOME/busybox.tar" docker.io/library/busybox:demo >/dev/null
-"$ROOST" image import --containerd-socket "$sock" "$ROOST_HOME/busybox.tar" >/dev/null &&
+"$ROOST" image import "$ROOST_HOME/busybox.tar" >/dev/null &&
   echo "demo: imported docker.io/library/busybox:demo into containerd"
 
 # Demo guests: built with GNU as/ld from vmm/guests.

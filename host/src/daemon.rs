@@ -317,11 +317,16 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
-/// The drivers this daemon offers, and why the others are missing.
+/// The drivers this daemon offers, why the others are missing, and the image
+/// service over the containerd the container driver uses.
 pub fn build_drivers(
     cfg: &Resolved,
     attach: Option<Arc<dyn CgroupAttach>>,
-) -> (Vec<Arc<dyn Driver>>, HashMap<DriverKind, String>) {
+) -> (
+    Vec<Arc<dyn Driver>>,
+    HashMap<DriverKind, String>,
+    crate::images::Images,
+) {
     let mut mock = MockDriver::new(&cfg.state_dir);
     if let Some(a) = &attach {
         mock = mock.with_cgroups(Arc::clone(a));
@@ -346,17 +351,23 @@ pub fn build_drivers(
         .containerd_socket
         .clone()
         .unwrap_or_else(|| PathBuf::from(roost_container::DEFAULT_SOCKET));
-    match crate::drivers::container::ContainerDriver::open(&containerd) {
+    let images = match crate::drivers::container::ContainerDriver::open(&containerd) {
         // The shim runs this binary as the container log copier (`roost container-log`).
-        Ok(d) => drivers.push(Arc::new(match &exe {
-            Ok(exe) => d.with_log_helper(exe.clone()),
-            Err(_) => d,
-        })),
+        Ok(d) => {
+            let client = d.client().clone();
+            drivers.push(Arc::new(match &exe {
+                Ok(exe) => d.with_log_helper(exe.clone()),
+                Err(_) => d,
+            }));
+            Ok(client)
+        }
         Err(e) => {
             missing.insert(DriverKind::Container, e.to_string());
+            Err(e.to_string())
         }
-    }
-    (drivers, missing)
+    };
+    let images = crate::images::Images::new(images, &cfg.state_dir.join("images"));
+    (drivers, missing, images)
 }
 
 /// The admission backend: the real-time-aware scheduler over this host's topology
@@ -445,7 +456,7 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<Exit, D
     let writer = Writer::spawn(store.clone());
     let events = EventBus::new(store.clone(), writer.clone())?;
     let (admission, attach) = build_admission(&cfg).await?;
-    let (drivers, missing) = build_drivers(&cfg, attach);
+    let (drivers, missing, images) = build_drivers(&cfg, attach);
     let mut scfg = SupervisorConfig::new(cfg.state_dir.clone());
     scfg.backoff_base = cfg.backoff_base;
     scfg.backoff_max = cfg.backoff_max;
@@ -461,7 +472,7 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<Exit, D
         None => None,
     };
     sup.recover(store.list()?).await;
-    let state = ApiState::new(Arc::clone(&sup));
+    let state = ApiState::new(Arc::clone(&sup), images);
     let router = api::router(Arc::clone(&state));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();

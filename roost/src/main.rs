@@ -44,7 +44,7 @@ enum Command {
     Rm(cmd::client::NameArgs),
     /// Print the host's event log (resumable with --cursor).
     Events(cmd::client::EventsArgs),
-    /// Manage container images in containerd (import, pull, ls, rm).
+    /// Manage the daemon's container images (import, pull, ls, rm, prune).
     Image(cmd::image::ImageArgs),
     /// Run a command inside a container workload's running instance (`roost exec NAME -- CMD`).
     Exec(cmd::exec::ExecArgs),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 type S = State<Arc<ApiState>>;
 
-fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+pub(super) fn body_text(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
     let b = body.map_err(|e| {
         let status = e.status();
         ApiError::new(

@@ -2,6 +2,8 @@
 //! supervisor, and renders; every error is `{error, details[]}`.
 
 mod handlers;
+mod images;
+pub use images::ImageNames;
 pub mod openapi;
 mod stream;
 
@@ -29,15 +31,18 @@ pub struct ApiState {
     pub answered: [AtomicU64; 3],
     /// Daemon start (Unix ms).
     pub started_ms: u64,
+    /// The images of the containerd the container driver uses.
+    pub images: crate::images::Images,
 }
 
 impl ApiState {
-    /// State over a supervisor.
-    pub fn new(sup: Arc<Supervisor>) -> Arc<Self> {
+    /// State over a supervisor and an image service.
+    pub fn new(sup: Arc<Supervisor>, images: crate::images::Images) -> Arc<Self> {
         Arc::new(Self {
             sup,
             answered: Default::default(),
             started_ms: crate::model::now_ms(),
+            images,
         })
     }
 }
@@ -154,6 +159,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/workloads/{name}/start", post(handlers::start))
         .route("/v1/workloads/{name}/logs", get(stream::logs))
         .route("/v1/apply", post(handlers::apply))
+        .route("/v1/images", get(images::list))
+        .route("/v1/images/pull", post(images::pull))
+        .route(
+            "/v1/images/import",
+            post(images::import).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/images/prune", post(images::prune))
+        .route(
+            "/v1/images/{*reference}",
+            axum::routing::delete(images::remove),
+        )
         .route("/v1/events", get(stream::events))
         .route("/v1/host", get(handlers::host))
         .route("/v1/openapi.json", get(handlers::openapi))

@@ -38,6 +38,10 @@ fn build() -> Value {
     let host = g
         .subschema_for::<crate::admission::HostCapacity>()
         .to_value();
+    let image_list =
+        json!({"type": "array", "items": g.subschema_for::<crate::images::ImageInfo>().to_value()});
+    let image_names = g.subschema_for::<super::ImageNames>().to_value();
+    let pull_req = g.subschema_for::<crate::images::PullRequest>().to_value();
     let mut schemas = g.take_definitions(true);
     schemas.insert(
         "ErrorBody".into(),
@@ -102,6 +106,51 @@ fn build() -> Value {
                          "responses": {"200": ok(apply_res.clone(), "Applied"),
                                        "400": err("Unreadable body"),
                                        "422": ok(apply_res, "Some workloads failed (see results)")}}
+            },
+            "/v1/images": {
+                "get": {"operationId": "listImages", "summary": "Images in the containerd namespace the container driver uses, with the workloads using each",
+                        "responses": {"200": ok(image_list, "All images"),
+                                      "502": err("containerd failed"),
+                                      "503": err("This daemon has no containerd")}}
+            },
+            "/v1/images/pull": {
+                "post": {"operationId": "pullImage", "summary": "Pull an image from an OCI registry",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": pull_req}}},
+                         "responses": {"200": ok(image_names.clone(), "Pulled"),
+                                       "400": err("Unreadable body"),
+                                       "413": err("Body too large"),
+                                       "422": err("Bad reference or request, or the registry refused it"),
+                                       "502": err("containerd or the registry failed"),
+                                       "503": err("This daemon has no containerd")}}
+            },
+            "/v1/images/import": {
+                "parameters": [{"name": "name", "in": "query", "schema": {"type": "string"}, "description": "Name for the image when the archive has none (or only a tag)"}],
+                "post": {"operationId": "importImage", "summary": "Import an image archive (the body: a tarball of an OCI layout or a docker-archive, maybe gzipped)",
+                         "requestBody": {"required": true, "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}},
+                                                                        "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+                                                                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                         "responses": {"200": ok(image_names.clone(), "Imported"),
+                                       "400": err("Empty or broken upload"),
+                                       "413": err("Archive too large"),
+                                       "422": err("Not an image archive"),
+                                       "502": err("containerd failed"),
+                                       "503": err("This daemon has no containerd")}}
+            },
+            "/v1/images/prune": {
+                "post": {"operationId": "pruneImages", "summary": "Remove every image no workload uses",
+                         "responses": {"200": ok(image_names.clone(), "Removed"),
+                                       "502": err("containerd failed"),
+                                       "503": err("This daemon has no containerd")}}
+            },
+            "/v1/images/{reference}": {
+                "parameters": [{"name": "reference", "in": "path", "required": true, "schema": {"type": "string"}, "description": "Image reference (may contain `/`)"}],
+                "delete": {"operationId": "removeImage", "summary": "Remove an image no workload uses",
+                           "responses": {"200": ok(image_names, "Removed"),
+                                         "404": err("No such image"),
+                                         "409": err("Workloads use it"),
+                                         "422": err("Not an image reference"),
+                                         "502": err("containerd failed"),
+                                         "503": err("This daemon has no containerd")}}
             },
             "/v1/events": {
                 "parameters": [

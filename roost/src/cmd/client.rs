@@ -30,7 +30,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
         if self.socket.is_some() && self.addr.is_some() {
             return Err(anyhow!("give --socket or --addr, not both"));
@@ -163,14 +163,14 @@ pub struct InfoArgs {
     pub conn: Conn,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
 /// Show a spinner on stderr when `fut` takes over a second (and stderr is a terminal).
-async fn spin<T>(msg: &str, fut: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn spin<T>(msg: &str, fut: impl std::future::Future<Output = T>) -> T {
     if !std::io::stderr().is_terminal() {
         return fut.await;
     }
@@ -201,7 +201,7 @@ async fn spin<T>(msg: &str, fut: impl std::future::Future<Output = T>) -> T {
 }
 
 /// Turn an error reply into one clear error (plus field details).
-fn fail(r: &Reply) -> anyhow::Error {
+pub(crate) fn fail(r: &Reply) -> anyhow::Error {
     match r.json() {
         Ok(v) => {
             let mut s = v

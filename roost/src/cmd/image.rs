@@ -1,30 +1,29 @@
-//! `roost image import|pull|ls|rm`: a front end over `roost-container`, talking to
-//! containerd directly (no daemon needed).
+//! `roost image import|pull|ls|rm|prune`: a front end over the daemon's image API
+//! (`/v1/images`), like every other verb: `--socket` and `--addr` work, and the
+//! daemon uses the containerd (and namespace) its container driver runs from.
 
-use anyhow::Context;
+use super::client::{fail, runtime, spin, Conn};
+use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
-use roost_container::image::{ImportOptions, PullAuth, PullOptions, PullProgress};
-use roost_container::Client;
-use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use hyper::Method;
+use roost_host::images::ImageInfo;
+use serde_json::json;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// containerd's gRPC socket.
-    #[arg(long, env = "ROOST_CONTAINERD_SOCKET", default_value = roost_container::DEFAULT_SOCKET, global = true)]
-    pub containerd_socket: PathBuf,
-    /// containerd namespace.
-    #[arg(long, env = "ROOST_CONTAINERD_NAMESPACE", default_value = roost_container::NAMESPACE, global = true)]
-    pub namespace: String,
     #[command(subcommand)]
     pub command: ImageCommand,
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Import an OCI image layout or a docker-archive (directory or tarball, may be gzipped).
+    /// Import an OCI image layout or a docker-archive (directory or tarball, may be
+    /// gzipped); the CLI sends it to the daemon.
     Import {
         /// The archive or layout directory.
         file: PathBuf,
@@ -32,7 +31,8 @@ pub enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Pull from an OCI registry (loopback registries are spoken to over plain HTTP).
+    /// Have the daemon pull from an OCI registry (loopback registries are spoken to
+    /// over plain HTTP).
     Pull {
         /// Image reference, e.g. `registry.example/app:1.2` or `…@sha256:…`.
         reference: String,
@@ -45,41 +45,42 @@ pub enum ImageCommand {
         /// Registries (`host:port`) to reach over plain HTTP.
         #[arg(long = "insecure-registry")]
         insecure: Vec<String>,
-        /// No progress bar.
-        #[arg(long, short)]
-        quiet: bool,
     },
-    /// List images.
+    /// List images (and the workloads using each).
     Ls {
         /// JSON output.
         #[arg(long)]
         json: bool,
     },
-    /// Remove images.
+    /// Remove images (refused while a workload uses one).
     Rm {
         /// Image references.
         #[arg(required = true)]
         references: Vec<String>,
     },
+    /// Remove every image no workload uses.
+    Prune,
 }
 
 pub fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(run_async(args))
-}
-
-async fn run_async(args: ImageArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::connect_in(&args.containerd_socket, &args.namespace).await?;
+    let client = args.conn.client()?;
+    let rt = runtime()?;
+    let call = |method: Method, path: &str, body: Option<Vec<u8>>, what: &str| {
+        let r = rt.block_on(spin(what, client.request(method, path, body)))?;
+        if !r.status.is_success() {
+            return Err(fail(&r));
+        }
+        Ok::<_, anyhow::Error>(r)
+    };
     match args.command {
         ImageCommand::Import { file, name } => {
-            let names = client
-                .image_import(&file, &ImportOptions { name })
-                .await
-                .with_context(|| format!("import {}", file.display()))?;
-            for n in names {
+            let body = archive(&file)?;
+            let mut path = "/v1/images/import".to_string();
+            if let Some(n) = name {
+                path.push_str(&format!("?name={}", encode(&n)));
+            }
+            let r = call(Method::POST, &path, Some(body), "importing")?;
+            for n in names(&r)? {
                 println!("{n}");
             }
         }
@@ -88,61 +89,156 @@ async fn run_async(args: ImageArgs) -> anyhow::Result<ExitCode> {
             username,
             token,
             insecure,
-            quiet,
         } => {
-            let auth = match (username, token) {
-                (Some(u), _) => PullAuth::Basic {
-                    username: u,
-                    password: password()?,
-                },
-                (None, Some(t)) => PullAuth::Bearer(t),
-                (None, None) => PullAuth::Anonymous,
-            };
-            let bar = (!quiet && std::io::stderr().is_terminal()).then(Bar::default);
-            let progress = bar.clone().map(|b| {
-                Arc::new(move |p: PullProgress| b.update(&p))
-                    as Arc<dyn Fn(PullProgress) + Send + Sync>
-            });
-            let r = client
-                .image_pull(
-                    &reference,
-                    &PullOptions {
-                        auth,
-                        insecure_registries: insecure,
-                        progress,
-                    },
-                )
-                .await;
-            if let Some(b) = bar {
-                b.finish();
+            let mut req = json!({"reference": reference, "insecureRegistries": insecure});
+            if let Some(u) = username {
+                req["username"] = json!(u);
+                req["password"] = json!(password()?);
+            } else if let Some(t) = token {
+                req["token"] = json!(t);
             }
-            println!("{}", r?);
+            let r = call(
+                Method::POST,
+                "/v1/images/pull",
+                Some(serde_json::to_vec(&req)?),
+                "pulling",
+            )?;
+            for n in names(&r)? {
+                println!("{n}");
+            }
         }
         ImageCommand::Ls { json } => {
-            let list = client.image_list().await?;
+            let r = call(Method::GET, "/v1/images", None, "listing")?;
+            let list: Vec<ImageInfo> =
+                serde_json::from_slice(&r.body).context("the daemon's image list")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<50} {:<20} {:>10}", "NAME", "DIGEST", "SIZE");
-                for i in list {
-                    let short: String = i.digest.chars().take(19).collect();
-                    println!(
-                        "{:<50} {:<20} {:>10}",
-                        i.name,
-                        short,
-                        human(i.size.max(0) as u64)
-                    );
-                }
+                print_table(&list);
             }
         }
         ImageCommand::Rm { references } => {
-            for r in references {
-                client.image_remove(&r).await?;
-                println!("removed {r}");
+            for reference in references {
+                let r = call(
+                    Method::DELETE,
+                    &format!("/v1/images/{}", encode_path(&reference)),
+                    None,
+                    "removing",
+                )?;
+                for n in names(&r)? {
+                    println!("removed {n}");
+                }
+            }
+        }
+        ImageCommand::Prune => {
+            let r = call(Method::POST, "/v1/images/prune", None, "pruning")?;
+            let removed = names(&r)?;
+            if removed.is_empty() {
+                println!("nothing to prune: every image is used by a workload");
+            }
+            for n in removed {
+                println!("removed {n}");
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn names(r: &roost_host::client::Reply) -> anyhow::Result<Vec<String>> {
+    let v: roost_host::api::ImageNames =
+        serde_json::from_slice(&r.body).context("the daemon's answer")?;
+    Ok(v.names)
+}
+
+/// The table, each column as wide as its widest cell.
+fn print_table(list: &[ImageInfo]) {
+    let rows: Vec<[String; 4]> = list
+        .iter()
+        .map(|i| {
+            let digest: String = i.digest.chars().take(19).collect();
+            let used = if i.used_by.is_empty() {
+                "-".to_string()
+            } else {
+                i.used_by.join(",")
+            };
+            [i.name.clone(), digest, human(i.size.max(0) as u64), used]
+        })
+        .collect();
+    let head = ["NAME", "DIGEST", "SIZE", "USED BY"];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (c, cell) in r.iter().enumerate() {
+            w[c] = w[c].max(cell.chars().count());
+        }
+    }
+    println!(
+        "{:<a$}  {:<b$}  {:>c$}  {}",
+        head[0],
+        head[1],
+        head[2],
+        head[3],
+        a = w[0],
+        b = w[1],
+        c = w[2]
+    );
+    for r in rows {
+        println!(
+            "{:<a$}  {:<b$}  {:>c$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            a = w[0],
+            b = w[1],
+            c = w[2]
+        );
+    }
+}
+
+/// The archive to upload: a file as it is, a directory (an OCI layout or an
+/// unpacked docker-archive) as a tarball made here.
+fn archive(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta =
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if meta.is_dir() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        b.append_dir_all(".", file)
+            .with_context(|| format!("cannot pack the directory {}", file.display()))?;
+        return b
+            .into_inner()
+            .with_context(|| format!("cannot pack the directory {}", file.display()));
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if bytes.is_empty() {
+        return Err(anyhow!(
+            "{} is empty; give an image archive",
+            file.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Percent-encode a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Percent-encode a reference for the path, keeping its `/`, `:` and `@`.
+fn encode_path(s: &str) -> String {
+    s.split('/')
+        .map(encode)
+        .collect::<Vec<_>>()
+        .join("/")
+        .replace("%3A", ":")
+        .replace("%40", "@")
 }
 
 fn password() -> anyhow::Result<String> {
@@ -164,53 +260,5 @@ fn human(n: u64) -> String {
         format!("{:.1} KiB", n / 1024.0)
     } else {
         format!("{n} B")
-    }
-}
-
-/// A one-line progress bar on stderr.
-#[derive(Clone, Default)]
-struct Bar {
-    last: Arc<Mutex<Option<String>>>,
-}
-
-impl Bar {
-    fn update(&self, p: &PullProgress) {
-        let frac = if p.total > 0 {
-            p.done as f64 / p.total as f64
-        } else {
-            1.0
-        };
-        let width = 30;
-        let filled = ((frac * width as f64) as usize).min(width);
-        let short: String = p
-            .digest
-            .trim_start_matches("sha256:")
-            .chars()
-            .take(12)
-            .collect();
-        let line = format!(
-            "\rlayer {}/{} {short} [{}{}] {:>3}% {}/{}",
-            p.layer.0 + 1,
-            p.layer.1,
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            (frac * 100.0) as u32,
-            human(p.done),
-            human(p.total)
-        );
-        let mut last = match self.last.lock() {
-            Ok(g) => g,
-            Err(e) => e.into_inner(),
-        };
-        if last.as_deref() != Some(line.as_str()) {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "{line}\x1b[K");
-            let _ = err.flush();
-            *last = Some(line);
-        }
-    }
-
-    fn finish(&self) {
-        let _ = writeln!(std::io::stderr());
     }
 }
