@@ -30,7 +30,12 @@ pub struct Workload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
-    /// DNS-label style: 1–63 chars of `a-z`, `0-9` and `-`, starting with a letter.
+    /// DNS-label style: 1–63 chars of `a-z`, `0-9` and `-`, starting with a letter
+    /// and not ending with `-`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Free-form key/value labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -83,6 +88,7 @@ pub struct WorkloadSpec {
     pub restart_policy: RestartPolicy,
     /// Seconds between the polite stop and the forced kill (default 10, at most 3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 3600))]
     pub stop_grace_seconds: Option<u32>,
 }
 
@@ -91,6 +97,7 @@ pub struct WorkloadSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSpec {
     /// Image reference, e.g. `docker.io/library/busybox:latest` or a digest.
+    #[schemars(length(min = 1))]
     pub image: String,
     /// Replaces the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -134,14 +141,17 @@ pub struct VmSpec {
     /// Absolute path of an initrd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<String>,
-    /// Kernel command line.
+    /// Kernel command line (at most 2048 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub cmdline: Option<String>,
     /// Number of vCPUs, 1–64 (default 1).
     #[serde(default = "default_vcpus")]
+    #[schemars(range(min = 1, max = 64))]
     pub vcpus: u32,
-    /// Guest memory in MiB (default 128).
+    /// Guest memory in MiB, 2–1048576 (default 128).
     #[serde(default = "default_vm_memory", rename = "memoryMiB")]
+    #[schemars(range(min = 2, max = 1_048_576))]
     pub memory_mib: u64,
 }
 
@@ -160,11 +170,13 @@ fn default_vm_memory() -> u64 {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MockSpec {
-    /// Exit after this many seconds (absent = run until stopped).
+    /// Exit after this many seconds, at most a year (absent = run until stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 31_536_000))]
     pub run_seconds: Option<u64>,
     /// Exit code when `runSeconds` elapse (0–255).
     #[serde(default)]
+    #[schemars(range(min = 0, max = 255))]
     pub exit_code: i32,
     /// Make `start` fail (to test restart policies).
     #[serde(default)]
@@ -202,6 +214,7 @@ pub struct Realtime {
     /// `fifo` or `rr`.
     pub policy: RtPolicy,
     /// 1–99.
+    #[schemars(range(min = 1, max = 99))]
     pub priority: u32,
 }
 
@@ -212,8 +225,9 @@ pub struct Resources {
     /// Shared CPU as millicores (`"500m"`) or cores (`"2"`, `"0.5"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
-    /// Whole cores (dedicated or real-time workloads).
+    /// Whole cores (dedicated or real-time workloads: at least 1), at most 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1024))]
     pub cores: Option<u32>,
     /// `shared` (default) or `dedicated`.
     #[serde(default)]
@@ -221,8 +235,9 @@ pub struct Resources {
     /// Real-time policy and priority; implies isolated cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realtime: Option<Realtime>,
-    /// Memory limit in MiB.
+    /// Memory limit in MiB (at least 1; absent = no limit).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "memoryMiB")]
+    #[schemars(range(min = 1))]
     pub memory_mib: Option<u64>,
 }
 

@@ -95,7 +95,20 @@ pub async fn apply(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let text = body_text(body)?;
-    let (specs, prune) = parse_apply(&text)?;
+    let (specs, prune) = match parse_apply(&text) {
+        Ok(v) => v,
+        // A set with problems answers the apply shape too (an error body plus no
+        // results), so a client reads one schema per status.
+        Err(ApiError { status, body }) if status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let res = ApplyResponse {
+                error: Some(body.error),
+                details: body.details,
+                results: Vec::new(),
+            };
+            return Ok((status, Json(res)).into_response());
+        }
+        Err(e) => return Err(e),
+    };
     let seen: std::collections::HashSet<String> =
         specs.iter().map(|w| w.metadata.name.clone()).collect();
     // A set is applied to the end even if its client hangs up part way.

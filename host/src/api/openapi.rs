@@ -69,10 +69,11 @@ fn build() -> Value {
                 "post": {"operationId": "createWorkload", "summary": "Create a workload",
                          "requestBody": spec_body,
                          "responses": {"201": ok(record.clone(), "Accepted"),
-                                       "400": err("Unreadable body"),
+                                       "400": err("Not a document: bad JSON or YAML syntax (with line and column), or not one mapping"),
                                        "409": err("The name is taken"),
-                                       "413": err("Body too large"),
-                                       "422": err("Invalid spec, not admitted, or its driver is unavailable here"),
+                                       "413": err("Body over 1 MiB, or spec over 256 KiB"),
+                                       "422": err("Invalid spec (every problem in details), not admitted, or its driver is unavailable here"),
+                                       "500": err("The store failed"),
                                        "503": err("The daemon is shutting down")}}
             },
             "/v1/workloads/{name}": {
@@ -80,17 +81,21 @@ fn build() -> Value {
                 "get": {"operationId": "getWorkload", "summary": "Inspect a workload",
                         "responses": {"200": ok(record.clone(), "The workload"), "404": err("No such workload")}},
                 "delete": {"operationId": "deleteWorkload", "summary": "Stop and remove a workload",
-                           "responses": {"200": ok(record.clone(), "Removed"), "404": err("No such workload")}}
+                           "responses": {"200": ok(record.clone(), "Removed"), "404": err("No such workload"),
+                                         "500": err("The store failed"), "503": err("The daemon is shutting down")}}
             },
             "/v1/workloads/{name}/stop": {
                 "parameters": [name_param()],
                 "post": {"operationId": "stopWorkload", "summary": "Stop (polite, grace, kill)",
-                         "responses": {"200": ok(record.clone(), "Stopped"), "404": err("No such workload")}}
+                         "responses": {"200": ok(record.clone(), "Stopped"), "404": err("No such workload"),
+                                       "500": err("The store failed"), "503": err("The daemon is shutting down")}}
             },
             "/v1/workloads/{name}/start": {
                 "parameters": [name_param()],
                 "post": {"operationId": "startWorkload", "summary": "Start a stopped or ended workload",
-                         "responses": {"200": ok(record.clone(), "Started"), "404": err("No such workload")}}
+                         "responses": {"200": ok(record.clone(), "Started"), "404": err("No such workload"),
+                                       "422": err("Not admitted, or its driver is unavailable here"),
+                                       "500": err("The store failed"), "503": err("The daemon is shutting down")}}
             },
             "/v1/workloads/{name}/logs": {
                 "parameters": [name_param(),
@@ -104,8 +109,11 @@ fn build() -> Value {
                 "post": {"operationId": "applySet", "summary": "Make the host match a desired set (idempotent)",
                          "requestBody": {"required": true, "content": {"application/json": {"schema": apply_req}}},
                          "responses": {"200": ok(apply_res.clone(), "Applied"),
-                                       "400": err("Unreadable body"),
-                                       "422": ok(apply_res, "Some workloads failed (see results)")}}
+                                       "400": err("Not a document: bad JSON syntax (with line and column), or not one mapping"),
+                                       "413": err("Body over 1 MiB"),
+                                       "422": ok(apply_res, "The set has problems (every one in details, results empty), or some workloads failed (see results)"),
+                                       "500": err("The set could not be applied"),
+                                       "503": err("The daemon is shutting down")}}
             },
             "/v1/images": {
                 "get": {"operationId": "listImages", "summary": "Images in the containerd namespace the container driver uses, with the workloads using each",
@@ -184,4 +192,61 @@ fn build() -> Value {
         },
         "components": {"schemas": schemas}
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules the server enforces that a schema can say are in the served
+    /// document, so a generated client or a fuzzer sees them.
+    #[test]
+    fn validation_rules_are_in_the_schema() {
+        let s = &document()["components"]["schemas"];
+        let name = &s["Metadata"]["properties"]["name"];
+        assert_eq!(name["pattern"], "^[a-z]([-a-z0-9]*[a-z0-9])?$", "{name}");
+        assert_eq!(
+            (name["minLength"].as_u64(), name["maxLength"].as_u64()),
+            (Some(1), Some(63))
+        );
+        let vcpus = &s["VmSpec"]["properties"]["vcpus"];
+        assert_eq!(
+            (vcpus["minimum"].as_u64(), vcpus["maximum"].as_u64()),
+            (Some(1), Some(64)),
+            "{vcpus}"
+        );
+        let prio = &s["Realtime"]["properties"]["priority"];
+        assert_eq!(
+            (prio["minimum"].as_u64(), prio["maximum"].as_u64()),
+            (Some(1), Some(99)),
+            "{prio}"
+        );
+        let exit = &s["MockSpec"]["properties"]["exitCode"];
+        assert_eq!(
+            (exit["minimum"].as_u64(), exit["maximum"].as_u64()),
+            (Some(0), Some(255)),
+            "{exit}"
+        );
+        assert_eq!(
+            s["WorkloadSpec"]["properties"]["stopGraceSeconds"]["maximum"].as_u64(),
+            Some(3600)
+        );
+        let policy = serde_json::to_string(&s["RestartPolicy"]).unwrap_or_default();
+        for v in ["always", "on-failure", "never"] {
+            assert!(policy.contains(v), "{policy}");
+        }
+        let required = &s["Workload"]["required"];
+        for f in ["apiVersion", "kind", "metadata", "spec"] {
+            assert!(
+                required.as_array().is_some_and(|r| r.contains(&json!(f))),
+                "{required}"
+            );
+        }
+        // Every answer of the apply route has the shape it documents.
+        let apply = &document()["paths"]["/v1/apply"]["post"]["responses"];
+        assert_eq!(
+            apply["422"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ApplyResponse"
+        );
+    }
 }

@@ -280,6 +280,10 @@ pub fn apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
     let Some(results) = v.get("results").and_then(Value::as_array) else {
         return Err(fail(&r));
     };
+    // A set refused as a whole (its problems in details) has no results.
+    if !r.status.is_success() && !results.iter().any(|x| x["action"] == "error") {
+        return Err(fail(&r));
+    }
     let mut ok = true;
     for res in results {
         let name = res.get("name").and_then(Value::as_str).unwrap_or("?");
