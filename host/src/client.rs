@@ -61,6 +61,8 @@ pub struct Reply {
     pub status: StatusCode,
     /// Body bytes.
     pub body: Bytes,
+    /// The `Content-Type` header, when sent.
+    pub content_type: Option<String>,
 }
 
 impl Reply {
@@ -254,13 +256,22 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         let res = self.send(method, path, body).await?;
         let status = res.status();
+        let content_type = res
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = res
             .into_body()
             .collect()
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            content_type,
+        })
     }
 
     /// A streamed GET: calls `chunk` for every piece of body as it arrives.

@@ -215,6 +215,21 @@ impl Daemon {
         (r.status.as_u16(), r.body.to_vec())
     }
 
+    /// One API call: status, content type and raw body.
+    pub fn api_full(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Option<String>, Vec<u8>) {
+        let m = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = self
+            .rt
+            .block_on(self.client().request(m, path, body))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\nlog:\n{}", self.log()));
+        (r.status.as_u16(), r.content_type, r.body.to_vec())
+    }
+
     /// Run `roost <args>` against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(roost_bin())

@@ -452,6 +452,7 @@ pub fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
         return Err(fail(&Reply {
             status,
             body: err.into(),
+            content_type: None,
         }));
     }
     Ok(ExitCode::SUCCESS)
@@ -492,6 +493,7 @@ pub fn events(a: EventsArgs) -> anyhow::Result<ExitCode> {
         return Err(fail(&Reply {
             status,
             body: buf.into(),
+            content_type: None,
         }));
     }
     Ok(ExitCode::SUCCESS)
