@@ -15,8 +15,6 @@ use crate::spec::{DriverKind, RtPolicy, VmSpec, WorkloadSpec};
 use async_trait::async_trait;
 use roost_vmm::config::{self, ConfigError, HostInfo};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -109,58 +107,72 @@ fn check(vm: &VmSpec) -> Result<(), DriverError> {
     Ok(())
 }
 
-/// One request to a monitor's API (blocking; run it off the async threads).
-fn api(
-    sock: &Path,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> std::io::Result<(u16, String)> {
-    let t0 = Instant::now();
-    let mut s = loop {
-        match UnixStream::connect(sock) {
-            Ok(s) => break s,
-            // A monitor that is just starting: give it a moment.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && t0.elapsed() < Duration::from_secs(2) =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
+/// One request to a monitor's API: hyper's HTTP/1.1 client over its Unix socket,
+/// one request per connection (as the monitor serves them), 30 s at most.
 async fn api_async(
     sock: PathBuf,
     method: &'static str,
     path: &'static str,
     body: Option<Value>,
 ) -> std::io::Result<(u16, String)> {
-    tokio::task::spawn_blocking(move || api(&sock, method, path, body.as_ref()))
+    use http_body_util::{BodyExt, Full};
+    let other = |what: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("{what} {}: {e}", sock.display()))
+    };
+    let t0 = Instant::now();
+    let stream = loop {
+        match tokio::net::UnixStream::connect(&sock).await {
+            Ok(s) => break s,
+            // A monitor that is just starting: give it a moment.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && t0.elapsed() < Duration::from_secs(2) =>
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let exchange = async {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| other("HTTP handshake with", &e))?;
+        let conn = tokio::spawn(conn);
+        let body = body.map(|v| v.to_string()).unwrap_or_default();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "localhost")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| other("building a request for", &e))?;
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|e| other("request to", &e))?;
+        let status = res.status().as_u16();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| other("reading the answer of", &e))?
+            .to_bytes();
+        drop(sender);
+        conn.abort();
+        Ok::<_, std::io::Error>((status, String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the VM monitor at {} did not answer within 30 s",
+                    sock.display()
+                ),
+            )
+        })?
 }
 
 fn fault_message(body: &str) -> String {
