@@ -1,9 +1,12 @@
 //! The OpenAPI document validates (a real validator), and 10,000 random and mutated
-//! request bodies against the live daemon never get a 5xx nor crash it.
+//! request bodies (proptest) against the live daemon never get a 5xx nor crash it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use roost_tests::daemon::{mock_spec, Daemon};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::process::Command;
 
 #[test]
@@ -65,62 +68,43 @@ fn openapi_document_validates() {
     );
 }
 
-/// xorshift64*: deterministic, seed printed so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
-fn random_value(r: &mut Rng, depth: u32) -> Value {
-    match r.below(if depth > 2 { 6 } else { 8 }) {
-        0 => Value::Null,
-        1 => json!(r.below(2) == 1),
-        2 => json!(r.next() as i64),
-        3 => json!((r.next() as f64) / 7.0),
-        4 => json!(r
-            .pick(&[
-                "",
-                "mock",
-                "vm",
-                "container",
-                "0m",
-                "500m",
-                "-1",
-                "fifo",
-                "always",
-                "\u{0}",
-                "ü",
-                "../../etc"
-            ])
-            .to_string()),
-        5 => json!("x".repeat(r.below(300) as usize)),
-        6 => Value::Array(
-            (0..r.below(4))
-                .map(|_| random_value(r, depth + 1))
-                .collect(),
-        ),
-        _ => {
-            let mut m = Map::new();
-            for _ in 0..r.below(4) {
-                let k = r
-                    .pick(&["name", "spec", "driver", "mock", "image", "cores", "zz", ""])
-                    .to_string();
-                m.insert(k, random_value(r, depth + 1));
-            }
-            Value::Object(m)
-        }
-    }
+/// Any JSON value: scalars the spec cares about, long strings, and nested lists and
+/// mappings keyed by the spec's own field names.
+fn random_value() -> BoxedStrategy<Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        proptest::sample::select(vec![
+            "",
+            "mock",
+            "vm",
+            "container",
+            "0m",
+            "500m",
+            "-1",
+            "fifo",
+            "always",
+            "\u{0}",
+            "ü",
+            "../../etc",
+        ])
+        .prop_map(Value::from),
+        (0..300usize).prop_map(|n| json!("x".repeat(n))),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        let key = proptest::sample::select(vec![
+            "name", "spec", "driver", "mock", "image", "cores", "zz", "",
+        ]);
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::vec((key, inner), 0..4).prop_map(|kv| {
+                Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
+        ]
+    })
+    .boxed()
 }
 
 fn paths(v: &Value, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
@@ -142,13 +126,37 @@ fn at<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
     Some(cur)
 }
 
-fn mutate(r: &mut Rng, base: &Value) -> Value {
+/// One edit of a document: which path (an index into its paths), what to do there
+/// (remove it, add a field, replace it), the field and the value.
+type Edit = (Index, u8, &'static str, Value);
+
+fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    proptest::collection::vec(
+        (
+            any::<Index>(),
+            0..4u8,
+            proptest::sample::select(vec![
+                "extra",
+                "runSeconds",
+                "exitCode",
+                "cpu",
+                "cores",
+                "realtime",
+                "vcpus",
+            ]),
+            random_value(),
+        ),
+        1..=3,
+    )
+}
+
+fn mutate(base: &Value, edits: &[Edit]) -> Value {
     let mut v = base.clone();
-    for _ in 0..=r.below(3) {
+    for (i, op, key, new) in edits {
         let mut ps = Vec::new();
         paths(&v, Vec::new(), &mut ps);
-        let p = r.pick(&ps).clone();
-        match r.below(4) {
+        let p = i.get(&ps).clone();
+        match op {
             0 if !p.is_empty() => {
                 let (last, parent) = p.split_last().unwrap();
                 if let Some(Value::Object(m)) = at(&mut v, parent) {
@@ -157,24 +165,12 @@ fn mutate(r: &mut Rng, base: &Value) -> Value {
             }
             1 => {
                 if let Some(Value::Object(m)) = at(&mut v, &p) {
-                    let k = r
-                        .pick(&[
-                            "extra",
-                            "runSeconds",
-                            "exitCode",
-                            "cpu",
-                            "cores",
-                            "realtime",
-                            "vcpus",
-                        ])
-                        .to_string();
-                    m.insert(k, random_value(r, 1));
+                    m.insert(key.to_string(), new.clone());
                 }
             }
             _ => {
-                let nv = random_value(r, 1);
                 if let Some(slot) = at(&mut v, &p) {
-                    *slot = nv;
+                    *slot = new.clone();
                 }
             }
         }
@@ -182,74 +178,67 @@ fn mutate(r: &mut Rng, base: &Value) -> Value {
     v
 }
 
+/// One request: method, path, body.
+fn request(base: Value) -> BoxedStrategy<(&'static str, String, Vec<u8>)> {
+    let b = base.clone();
+    let create = edits().prop_map(move |e| {
+        (
+            "POST",
+            "/v1/workloads".to_string(),
+            mutate(&b, &e).to_string().into_bytes(),
+        )
+    });
+    let bytes = proptest::collection::vec(any::<u8>(), 0..200)
+        .prop_map(|b| ("POST", "/v1/workloads".to_string(), b));
+    let b = base.clone();
+    let apply = proptest::collection::vec(edits(), 0..3).prop_map(move |es| {
+        let ws: Vec<Value> = es.iter().map(|e| mutate(&b, e)).collect();
+        let body = json!({"workloads": ws, "prune": false}).to_string();
+        ("POST", "/v1/apply".to_string(), body.into_bytes())
+    });
+    let b = base;
+    let cut = (edits(), any::<Index>()).prop_map(move |(e, i)| {
+        let s = mutate(&b, &e).to_string();
+        let n = i.index(s.len().max(1));
+        (
+            "POST",
+            "/v1/workloads".to_string(),
+            s.as_bytes()[..n].to_vec(),
+        )
+    });
+    let other = (
+        proptest::sample::select(vec![
+            "/v1/workloads/fz/logs?tail=",
+            "/v1/events?cursor=",
+            "/v1/workloads/",
+            "/v1/workloads/fz/stop?x=",
+            "/v1/host?",
+        ]),
+        proptest::sample::select(vec!["GET", "POST", "DELETE"]),
+        proptest::sample::select(vec!["1", "-5", "abc", "%00", "99999999999999999999", ""]),
+    )
+        .prop_map(|(p, m, q)| (m, format!("{p}{q}"), Vec::new()));
+    prop_oneof![6 => create, 1 => bytes, 1 => apply, 1 => cut, 1 => other].boxed()
+}
+
 #[test]
 fn ten_thousand_random_bodies_never_5xx() {
     let d = Daemon::start();
-    let seed = std::env::var("ROOST_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("fuzz seed {seed} (replay with ROOST_FUZZ_SEED={seed})");
-    let mut r = Rng(seed);
     let base: Value = serde_json::from_str(&mock_spec(
         "fz",
         json!({"runSeconds": 1, "exitCode": 0}),
         json!({"resources": {"cpu": "100m", "memoryMiB": 16}, "restartPolicy": "never"}),
     ))
     .unwrap();
-    let mut counts = std::collections::BTreeMap::new();
-    for i in 0..10_000 {
-        let (method, path, body): (&str, String, Vec<u8>) = match r.below(10) {
-            0..=5 => (
-                "POST",
-                "/v1/workloads".into(),
-                mutate(&mut r, &base).to_string().into_bytes(),
-            ),
-            6 => (
-                "POST",
-                "/v1/workloads".into(),
-                (0..r.below(200)).map(|_| r.next() as u8).collect(),
-            ),
-            7 => {
-                let ws: Vec<Value> = (0..r.below(3)).map(|_| mutate(&mut r, &base)).collect();
-                (
-                    "POST",
-                    "/v1/apply".into(),
-                    json!({"workloads": ws, "prune": false})
-                        .to_string()
-                        .into_bytes(),
-                )
-            }
-            8 => {
-                let s = mutate(&mut r, &base).to_string();
-                let cut = r.below(s.len() as u64) as usize;
-                ("POST", "/v1/workloads".into(), s.as_bytes()[..cut].to_vec())
-            }
-            _ => {
-                let p = r.pick(&[
-                    "/v1/workloads/fz/logs?tail=",
-                    "/v1/events?cursor=",
-                    "/v1/workloads/",
-                    "/v1/workloads/fz/stop?x=",
-                    "/v1/host?",
-                ]);
-                let m = *r.pick(&["GET", "POST", "DELETE"]);
-                (
-                    m,
-                    format!(
-                        "{p}{}",
-                        r.pick(&["1", "-5", "abc", "%00", "99999999999999999999", ""])
-                    ),
-                    Vec::new(),
-                )
-            }
-        };
+    let counts = std::cell::RefCell::new(std::collections::BTreeMap::new());
+    // proptest: a failure is shrunk to a small request and printed; set
+    // PROPTEST_RNG_SEED to replay a run.
+    let mut runner = TestRunner::new(Config {
+        cases: 10_000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&request(base), |(method, path, body)| {
         let (s, b) = d.api_raw(
             method,
             &path,
@@ -259,32 +248,35 @@ fn ten_thousand_random_bodies_never_5xx() {
                 Some(body.clone())
             },
         );
-        assert!(
+        prop_assert!(
             s < 500,
-            "request {i}: {method} {path} got {s}: {}\nbody sent: {}",
+            "{method} {path} got {s}: {}\nbody sent: {}",
             String::from_utf8_lossy(&b),
             String::from_utf8_lossy(&body)
         );
         if s >= 400 && method != "GET" || s == 404 {
-            let v: Value = serde_json::from_slice(&b).unwrap_or_else(|_| {
-                panic!(
-                    "request {i}: error without a JSON body: {}",
+            let v: Value = serde_json::from_slice(&b).map_err(|_| {
+                TestCaseError::fail(format!(
+                    "error without a JSON body: {}",
                     String::from_utf8_lossy(&b)
-                )
-            });
-            assert!(v["error"].is_string() && v["details"].is_array(), "{v}");
+                ))
+            })?;
+            prop_assert!(v["error"].is_string() && v["details"].is_array(), "{v}");
         }
-        *counts.entry(s).or_insert(0u32) += 1;
+        *counts.borrow_mut().entry(s).or_insert(0u32) += 1;
         // Accepted ones are removed again so nothing piles up.
         if s == 201 || (s == 200 && path == "/v1/apply") {
-            let (_, list) = d.api("GET", "/v1/workloads", None);
-            for w in list.as_array().unwrap() {
-                let n = w["workload"]["metadata"]["name"].as_str().unwrap();
+            for n in d.names() {
                 d.api("DELETE", &format!("/v1/workloads/{n}"), None);
             }
         }
-    }
+        Ok(())
+    });
+    let counts = counts.into_inner();
     eprintln!("status counts: {counts:?}");
+    if let Err(e) = result {
+        panic!("{e}");
+    }
     // Still alive and answering.
     assert_eq!(d.api("GET", "/healthz", None).0, 200);
     assert!(
