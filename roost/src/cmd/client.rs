@@ -6,6 +6,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, ValueEnum};
 use hyper::{Method, StatusCode};
 use roost_host::client::{Client, Reply};
+use roost_host::model::{Event, WorkloadRecord};
 use serde_json::Value;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -342,39 +343,82 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
         print_value(&v, a.output)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let rows = v.as_array().cloned().unwrap_or_default();
-    println!(
-        "{:<24} {:<10} {:<9} {:>4} {:>8} {:>6}  LAST EXIT",
-        "NAME", "DRIVER", "STATUS", "RUN", "RESTARTS", "AGE"
+    // The API's own record type, not JSON pointers: a renamed field fails here.
+    let recs: Vec<WorkloadRecord> = serde_json::from_value(v)
+        .context("the daemon's workload list does not match this CLI's record type")?;
+    let rows = recs
+        .iter()
+        .map(|w| {
+            let s = &w.status;
+            let exit = match &s.last_exit {
+                Some(e) => match e.code {
+                    Some(c) => format!("{} ({c})", e.reason),
+                    None => e.reason.clone(),
+                },
+                None => "-".into(),
+            };
+            vec![
+                w.name().to_string(),
+                w.workload.spec.driver.as_str().to_string(),
+                s.phase.as_str().to_string(),
+                s.instance.to_string(),
+                s.restarts.to_string(),
+                age(Some(w.created_at_ms)),
+                exit,
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NAME",
+            "DRIVER",
+            "STATUS",
+            "RUN",
+            "RESTARTS",
+            "AGE",
+            "LAST EXIT",
+        ],
+        &[false, false, false, true, true, true, false],
+        rows,
     );
-    for w in rows {
-        let g = |p: &str| w.pointer(p).cloned().unwrap_or(Value::Null);
-        let exit = match g("/status/lastExit") {
-            Value::Object(e) => {
-                let mut s = e
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                if let Some(c) = e.get("code").and_then(Value::as_i64) {
-                    s.push_str(&format!(" ({c})"));
-                }
-                s
-            }
-            _ => "-".into(),
-        };
-        println!(
-            "{:<24} {:<10} {:<9} {:>4} {:>8} {:>6}  {}",
-            g("/workload/metadata/name").as_str().unwrap_or("?"),
-            g("/workload/spec/driver").as_str().unwrap_or("?"),
-            g("/status/phase").as_str().unwrap_or("?"),
-            g("/status/instance").as_u64().unwrap_or(0),
-            g("/status/restarts").as_u64().unwrap_or(0),
-            age(g("/createdAtMs").as_u64()),
-            exit
-        );
-    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A table whose columns are as wide as their widest cell (`right`: numbers).
+pub(crate) fn print_table(head: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (c, cell) in r.iter().enumerate() {
+            if let Some(x) = w.get_mut(c) {
+                *x = (*x).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (c, cell) in cells.into_iter().enumerate() {
+            let width = w.get(c).copied().unwrap_or(0);
+            let pad = " ".repeat(width.saturating_sub(cell.chars().count()));
+            if c > 0 {
+                out.push_str("  ");
+            }
+            if right.get(c).copied().unwrap_or(false) {
+                out.push_str(&pad);
+                out.push_str(&cell);
+            } else {
+                out.push_str(&cell);
+                if c < last {
+                    out.push_str(&pad);
+                }
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(head.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
 }
 
 pub fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
@@ -473,18 +517,14 @@ pub fn events(a: EventsArgs) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             if raw {
                 let _ = out.write_all(&line);
-            } else if let Ok(e) = serde_json::from_slice::<Value>(&line) {
-                let _ = writeln!(
-                    out,
-                    "{:>6} {:<20} {:<14} {}",
-                    e.get("seq").and_then(Value::as_u64).unwrap_or(0),
-                    e.get("workload")
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or("(daemon)"),
-                    e.get("kind").and_then(Value::as_str).unwrap_or("?"),
-                    e.get("message").and_then(Value::as_str).unwrap_or("")
-                );
+            } else if let Ok(e) = serde_json::from_slice::<Event>(&line) {
+                // A stream: the columns cannot wait for the widest cell.
+                let who = if e.workload.is_empty() {
+                    "(daemon)"
+                } else {
+                    e.workload.as_str()
+                };
+                let _ = writeln!(out, "{:>6} {:<20} {:<14} {}", e.seq, who, e.kind, e.message);
             }
             let _ = out.flush();
         }

@@ -152,7 +152,7 @@ fn names(r: &roost_host::client::Reply) -> anyhow::Result<Vec<String>> {
 
 /// The table, each column as wide as its widest cell.
 fn print_table(list: &[ImageInfo]) {
-    let rows: Vec<[String; 4]> = list
+    let rows = list
         .iter()
         .map(|i| {
             let digest: String = i.digest.chars().take(19).collect();
@@ -161,38 +161,14 @@ fn print_table(list: &[ImageInfo]) {
             } else {
                 i.used_by.join(",")
             };
-            [i.name.clone(), digest, human(i.size.max(0) as u64), used]
+            vec![i.name.clone(), digest, human(i.size.max(0) as u64), used]
         })
         .collect();
-    let head = ["NAME", "DIGEST", "SIZE", "USED BY"];
-    let mut w = head.map(str::len);
-    for r in &rows {
-        for (c, cell) in r.iter().enumerate() {
-            w[c] = w[c].max(cell.chars().count());
-        }
-    }
-    println!(
-        "{:<a$}  {:<b$}  {:>c$}  {}",
-        head[0],
-        head[1],
-        head[2],
-        head[3],
-        a = w[0],
-        b = w[1],
-        c = w[2]
+    super::client::print_table(
+        &["NAME", "DIGEST", "SIZE", "USED BY"],
+        &[false, false, true, false],
+        rows,
     );
-    for r in rows {
-        println!(
-            "{:<a$}  {:<b$}  {:>c$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            a = w[0],
-            b = w[1],
-            c = w[2]
-        );
-    }
 }
 
 /// The archive to upload: a file as it is, a directory (an OCI layout or an
