@@ -37,7 +37,8 @@ bench-vmm:
 	@ci/bench-vmm.sh
 
 .PHONY: bench-api
-# 1,000 mock workloads through the daemon's API: create->running p50/p99 and RSS.
+# 1,000 mock workloads through the daemon's API: create->running p99 against a floor
+# measured in the same run (fdatasync'd write + posix_spawn), and RSS.
 bench-api:
 	@ci/bench-api.sh
 

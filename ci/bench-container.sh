@@ -15,17 +15,12 @@ ROOST_TEST_CONTAINERD_SOCKET=$(ci/containerd.sh start "$work/containerd")
 export ROOST_TEST_CONTAINERD_SOCKET
 export ROOST_BENCH_OUT="$work/report.txt"
 export ROOST_BENCH_N="${ROOST_BENCH_N:-20}"
-# The debug binary (dependencies at opt-level 1) unless ROOST_BENCH_RELEASE=1: a
-# release build costs minutes on a 2-core machine, and containerd's side dominates.
-if [[ ${ROOST_BENCH_RELEASE:-0} == 1 ]]; then
-  cargo build --release --quiet -p roost
-  export ROOST_BIN="$PWD/target/release/roost"
-else
-  cargo build --quiet -p roost
-  export ROOST_BIN="$PWD/target/debug/roost"
-fi
+# Release binaries, the daemon and the benchmark's own client alike: a debug build
+# measures the compiler's settings, not Roost.
+cargo build --release --quiet -p roost
+export ROOST_BIN="$PWD/target/release/roost"
 echo "roost binary: $ROOST_BIN"
-cargo test --quiet -p roost-tests --test container_bench -- --ignored --nocapture >"$work/test.log" 2>&1 || {
+cargo test --release --quiet -p roost-tests --test container_bench -- --ignored --nocapture >"$work/test.log" 2>&1 || {
   cat "$work/test.log" >&2
   echo "bench-container: the benchmark run failed" >&2
   exit 1

@@ -41,10 +41,10 @@ done
 [[ $(nproc --all) -ge 2 ]] || die "needs 2 CPUs"
 [[ $RUNS =~ ^[1-9][0-9]*$ && $SECS =~ ^[1-9][0-9]*$ ]] || die "RUNS and BENCH_SECONDS must be whole numbers ≥ 1"
 
-if [[ -z "${ROOST_BIN:-}" ]]; then
-  cargo build --release --quiet -p roost
-  ROOST_BIN=$PWD/target/release/roost
-fi
+# Always the release build (a ROOST_BIN from the environment, e.g. `make test`'s
+# debug one, is not what a benchmark measures).
+cargo build --release --quiet -p roost
+ROOST_BIN=$PWD/target/release/roost
 ROOST_BIN=$(realpath "$ROOST_BIN")
 cargo build --release --quiet -p roost-tests --bin demo-image
 DEMO_IMAGE=$PWD/target/release/demo-image

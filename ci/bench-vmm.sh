@@ -14,10 +14,10 @@ if [[ ! -r /dev/kvm ]]; then
   echo "bench-vmm: needs /dev/kvm (KVM); none here" >&2
   exit 1
 fi
-if [[ -z ${ROOST_BIN:-} ]]; then
-  cargo build --release --quiet -p roost
-  ROOST_BIN=${CARGO_TARGET_DIR:-target}/release/roost
-fi
+# Always the release build (a ROOST_BIN from the environment, e.g. `make test`'s
+# debug one, is not what a benchmark measures).
+cargo build --release --quiet -p roost
+ROOST_BIN=${CARGO_TARGET_DIR:-target}/release/roost
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 vmm/guests/build.sh "$work" hello spin
