@@ -286,7 +286,7 @@ fn random_strategy_bodies_never_get_a_5xx() {
             body[k] = r.pick(&values).clone();
         }
         let mut bytes = body.to_string().into_bytes();
-        if r.next() % 5 == 0 && !bytes.is_empty() {
+        if r.next().is_multiple_of(5) && !bytes.is_empty() {
             let n = (r.next() % bytes.len() as u64) as usize;
             bytes[n] ^= 1 << (r.next() % 8);
         }
