@@ -127,7 +127,7 @@ fn build() -> Value {
                          "responses": {"200": ok(image_names.clone(), "Pulled"),
                                        "400": err("Unreadable body"),
                                        "413": err("Body too large"),
-                                       "422": err("Bad reference or request, or the registry refused it"),
+                                       "422": err("Bad reference or request (credentials given half, an empty reference)"),
                                        "502": err("containerd or the registry failed"),
                                        "503": err("This daemon has no containerd")}}
             },
