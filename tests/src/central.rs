@@ -115,3 +115,24 @@ impl Drop for LoopbackCentral {
         let _ = self.child.wait();
     }
 }
+
+/// One call to central's API that must succeed (panics naming the path, status and
+/// body otherwise); its JSON body (`null` if it has none).
+pub async fn call(
+    c: &Client,
+    m: hyper::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let r = c
+        .request(m, path, body.map(|b| b.to_string().into_bytes()))
+        .await
+        .unwrap();
+    assert!(
+        r.status.is_success(),
+        "{path}: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+}

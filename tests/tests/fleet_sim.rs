@@ -9,7 +9,7 @@
 
 use hyper::Method;
 use roost_host::client::Client;
-use roost_tests::central::LoopbackCentral;
+use roost_tests::central::{call, LoopbackCentral};
 use roost_tests::roost_bin;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
@@ -30,20 +30,6 @@ fn set(v: u64) -> Value {
     json!({"apiVersion": "roost.dev/v1", "kind": "WorkloadSet", "metadata": {"name": "app"},
            "spec": {"workloads": [{"apiVersion": "roost.dev/v1", "kind": "Workload",
              "metadata": {"name": "app"}, "spec": {"driver": "mock", "mock": {"runSeconds": v}}}]}})
-}
-
-async fn call(c: &Client, m: Method, path: &str, body: Option<Value>) -> Value {
-    let r = c
-        .request(m, path, body.map(|b| b.to_string().into_bytes()))
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{path}: {} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
-    );
-    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
 }
 
 async fn wait_for<F, Fut>(what: &str, mut f: F)

@@ -132,6 +132,18 @@ pub enum CentralError {
 }
 
 impl CentralError {
+    /// An invalid request with every field problem (the message lists them all).
+    pub fn fields(details: Vec<FieldProblem>) -> Self {
+        Self::Invalid {
+            message: details
+                .iter()
+                .map(|d| format!("{}: {}", d.field, d.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            details,
+        }
+    }
+
     /// An invalid request with one field problem.
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();

@@ -65,14 +65,7 @@ fn resolve(st: &State, t: &StrategyTarget) -> Result<Vec<String>, CentralError> 
                 })
                 .collect();
             if !details.is_empty() {
-                return Err(CentralError::Invalid {
-                    message: details
-                        .iter()
-                        .map(|d| format!("{}: {}", d.field, d.message))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    details,
-                });
+                return Err(CentralError::fields(details));
             }
             names.clone()
         }
@@ -148,14 +141,7 @@ impl Central {
                 .into_iter()
                 .map(|(field, message)| FieldProblem { field, message })
                 .collect();
-            CentralError::Invalid {
-                message: details
-                    .iter()
-                    .map(|d| format!("{}: {}", d.field, d.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                details,
-            }
+            CentralError::fields(details)
         })?;
         let Some(target) = req.target() else {
             return Err(CentralError::field("group", "missing target"));
@@ -451,14 +437,7 @@ impl Central {
             }
         }
         if !details.is_empty() {
-            return Err(CentralError::Invalid {
-                message: details
-                    .iter()
-                    .map(|d| format!("{}: {}", d.field, d.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                details,
-            });
+            return Err(CentralError::fields(details));
         }
         self.write(|b| {
             let Some(sc) = b.st.subclouds.get(name) else {

@@ -10,7 +10,7 @@
 
 use hyper::Method;
 use roost_host::client::Client;
-use roost_tests::central::LoopbackCentral;
+use roost_tests::central::{call, LoopbackCentral};
 use roost_tests::roost_bin;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
@@ -31,20 +31,6 @@ fn set(generation: usize) -> Value {
             "spec": {"driver": "mock", "mock": {"runSeconds": 100_000 + generation}}
         }]}
     })
-}
-
-async fn call(c: &Client, m: Method, path: &str, body: Option<Value>) -> Value {
-    let r = c
-        .request(m, path, body.map(|b| b.to_string().into_bytes()))
-        .await
-        .unwrap();
-    assert!(
-        r.status.is_success(),
-        "{path}: {} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
-    );
-    serde_json::from_slice(&r.body).unwrap()
 }
 
 async fn wait_in_sync(c: &Client) {
