@@ -116,14 +116,18 @@ fn any_body() -> impl Strategy<Value = Option<Body>> {
         (
             proptest::collection::vec(wl, 0..20),
             any_string(),
-            any::<u32>()
+            any::<u32>(),
+            any::<u64>()
         )
             .prop_map(
-                |(workloads, applied_digest, local_workloads)| Some(Body::Report(proto::Report {
-                    workloads,
-                    applied_digest,
-                    local_workloads
-                }))
+                |(workloads, applied_digest, local_workloads, audit_id)| Some(Body::Report(
+                    proto::Report {
+                        workloads,
+                        applied_digest,
+                        local_workloads,
+                        audit_id
+                    }
+                ))
             ),
         proptest::collection::vec(alarm, 0..20)
             .prop_map(|active| Some(Body::Alarms(proto::Alarms { active }))),

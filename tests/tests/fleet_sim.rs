@@ -206,6 +206,22 @@ fn two_hundred_simulated_hosts_enroll_sync_alarm_and_leave_nothing_behind() {
             SUBCLOUDS as u64,
             "{v}"
         );
+
+        // A fleet sync audit: every host asked, every host answers, all in sync (a
+        // failed workload still runs the spec central wants).
+        let a = call(&c, Method::POST, "/v1/audit?wait=60s", None).await;
+        println!("audit: {a}");
+        assert_eq!(a["hosts"], HOSTS as u64, "{a}");
+        assert_eq!(a["asked"], HOSTS as u64, "{a}");
+        assert_eq!(a["answered"], HOSTS as u64, "{a}");
+        assert_eq!(a["inSync"], HOSTS as u64, "{a}");
+        // Every heartbeat's lag was counted (read after the count: as many or more).
+        let beats = gauge(&c, "central_heartbeats_total").await;
+        let lagged = gauge(&c, "central_heartbeat_lag_ms_count").await;
+        assert!(
+            beats > 0 && lagged >= beats,
+            "{beats} heartbeats, {lagged} lags"
+        );
     });
 
     // The simulator goes: every host offline, and central holds nothing of theirs.
@@ -219,6 +235,13 @@ fn two_hundred_simulated_hosts_enroll_sync_alarm_and_leave_nothing_behind() {
                 .ok_or(format!("{open} sessions open; {s}"))
         })
         .await;
+        // Nobody to ask: every host unknown.
+        let a = call(&c, Method::POST, "/v1/audit?wait=1s", None).await;
+        assert_eq!(
+            (a["asked"].as_u64(), a["unknown"].as_u64()),
+            (Some(0), Some(HOSTS as u64)),
+            "{a}"
+        );
         wait_for("tasks and open files back to where they were", || async {
             let (tasks, files) = (gauge(&c, "central_tasks_alive").await, open_files(pid));
             println!("tasks {tasks0} -> {tasks}, open files {files0} -> {files}");

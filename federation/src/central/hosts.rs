@@ -273,7 +273,7 @@ impl Central {
         Ok((id, rx))
     }
 
-    fn send(&self, host: &str, body: Out) -> bool {
+    pub(crate) fn send(&self, host: &str, body: Out) -> bool {
         let mut st = self.lock();
         let Some(l) = st.live.get_mut(host) else {
             return false;
@@ -345,10 +345,20 @@ impl Central {
         match msg.body {
             Some(Body::Heartbeat(hb)) => {
                 self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                // The host's clock against ours: meaningful where they agree (NTP).
+                if hb.sent_ms > 0 {
+                    self.counters
+                        .heartbeat_lag
+                        .observe(now_ms().saturating_sub(hb.sent_ms));
+                }
                 self.send(host, Out::Ack(proto::HeartbeatAck { seq: hb.seq }));
             }
             Some(Body::Report(r)) => {
+                let audit = r.audit_id;
                 self.on_report(host, r).await;
+                if audit != 0 {
+                    self.audit_answered(host, audit);
+                }
                 self.rollout_wake.notify_one();
             }
             Some(Body::Alarms(a)) => {
@@ -544,6 +554,9 @@ impl Central {
                 l.session = None;
             }
         }
+        drop(st);
+        // It cannot answer an audit in flight any more.
+        self.audit_forget(host);
     }
 
     /// Mark hosts silent for two heartbeat intervals offline, with a critical alarm.

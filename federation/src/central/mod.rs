@@ -7,6 +7,7 @@
 //! it concerns. Heartbeats and reports stay in memory: a restarted central learns them
 //! again from the hosts within one heartbeat.
 
+mod audit;
 mod hosts;
 mod ops;
 mod page;
@@ -16,6 +17,7 @@ mod state;
 mod strategies;
 mod views;
 
+pub use audit::{AuditResult, MAX_AUDIT_WAIT};
 pub use page::{SubcloudPage, SubcloudQuery, SubcloudSort, MAX_PAGE};
 pub use releases::{ReleaseAdded, MAX_RELEASE_BYTES};
 pub use state::SyncState;
@@ -170,6 +172,50 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Store commits.
     pub commits: AtomicU64,
+    /// Fleet sync audits run.
+    pub audits: AtomicU64,
+    /// The last audit's wall time (ms).
+    pub audit_last_ms: AtomicU64,
+    /// Heartbeat lag: from the host's send time to central's status update (ms).
+    pub heartbeat_lag: Histogram,
+}
+
+/// A histogram of milliseconds with fixed buckets (Prometheus style: each count is of
+/// the values `<=` its bound; the last bucket is +Inf).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; HISTOGRAM_BOUNDS.len() + 1],
+    sum: AtomicU64,
+}
+
+/// The histogram's upper bounds (ms).
+pub const HISTOGRAM_BOUNDS: [u64; 14] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000,
+];
+
+impl Histogram {
+    /// Count one value.
+    pub fn observe(&self, ms: u64) {
+        let i = HISTOGRAM_BOUNDS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(HISTOGRAM_BOUNDS.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// (upper bound or `None` for +Inf, cumulative count) per bucket, and the sum.
+    pub fn snapshot(&self) -> (Vec<(Option<u64>, u64)>, u64) {
+        let mut acc = 0;
+        let mut out = Vec::with_capacity(self.counts.len());
+        for (i, c) in self.counts.iter().enumerate() {
+            acc += c.load(Ordering::Relaxed);
+            out.push((HISTOGRAM_BOUNDS.get(i).copied(), acc));
+        }
+        (out, self.sum.load(Ordering::Relaxed))
+    }
 }
 
 /// The central controller. Share it as `Arc<Central>`.
@@ -187,6 +233,12 @@ pub struct Central {
     /// Steps in flight: since when each has been healthy (memory only: a restarted
     /// central judges `minHealthy` afresh).
     healthy: Mutex<std::collections::HashMap<(String, String), u64>>,
+    /// One fleet audit at a time.
+    audit_lock: tokio::sync::Mutex<()>,
+    /// The audit in flight.
+    audit_run: Mutex<Option<audit::AuditRun>>,
+    /// Fires when the audit in flight has every answer.
+    audit_done: tokio::sync::Notify,
     /// Counters.
     pub counters: Counters,
 }
@@ -227,6 +279,9 @@ impl Central {
             started_ms: now_ms(),
             rollout_wake: tokio::sync::Notify::new(),
             healthy: Mutex::new(std::collections::HashMap::new()),
+            audit_lock: tokio::sync::Mutex::new(()),
+            audit_run: Mutex::new(None),
+            audit_done: tokio::sync::Notify::new(),
             counters: Counters::default(),
         });
         c.ensure_default_group().await?;

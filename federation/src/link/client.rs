@@ -405,7 +405,7 @@ impl Link {
         tracing::info!(central = %url, "central link up");
         // Report and alarms right away, then on every change.
         let mut changes = self.runtime.changes();
-        self.send_state(&tx).await;
+        self.send_state(&tx, 0).await;
         let mut hb = tokio::time::interval(self.cfg.heartbeat);
         hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
@@ -459,7 +459,7 @@ impl Link {
                                     }
                                 }
                                 if up.alarms() != before {
-                                    self.send_state(&tx).await;
+                                    self.send_state(&tx, 0).await;
                                 }
                             }
                             let _ = apply_tx.send(Some(d));
@@ -474,6 +474,7 @@ impl Link {
                             return Ok(());
                         }
                         Some(In::Welcome(w)) => tracing::info!(subcloud = %w.subcloud, managed = w.managed, "welcomed by central"),
+                        Some(In::Audit(a)) => self.send_state(&tx, a.id).await,
                         Some(In::Ack(_)) | None => {}
                     }
                 }
@@ -504,7 +505,7 @@ impl Link {
                         self.status.send_modify(|s| s.applied_digest = digest.clone());
                         let errors = issues.into_iter().map(|i| proto::ApplyError { workload: i.workload, error: i.error }).collect();
                         let _ = tx.send(msg(Out::Applied(proto::Applied { digest, errors }))).await;
-                        self.send_state(&tx).await;
+                        self.send_state(&tx, 0).await;
                     }
                 }
                 r = async { match upgrade_done.as_mut() { Some(h) => h.await, None => std::future::pending().await } } => {
@@ -514,20 +515,22 @@ impl Link {
                         Ok(UpgradeOutcome::Failed(e)) => tracing::warn!(error = %e, "release not installed"),
                         Err(e) => tracing::warn!(error = %e, "the release install task ended abnormally"),
                     }
-                    self.send_state(&tx).await;
+                    self.send_state(&tx, 0).await;
                 }
                 r = changes.changed() => {
                     if r.is_err() { return Ok(()); }
                     // Coalesce a burst of changes into one report.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     changes.borrow_and_update();
-                    self.send_state(&tx).await;
+                    self.send_state(&tx, 0).await;
                 }
             }
         }
     }
 
-    async fn send_state(&self, tx: &tokio::sync::mpsc::Sender<proto::HostMessage>) {
+    /// Send a fresh report and the active alarms (`audit_id` answers central's
+    /// [`proto::Audit`]; 0 on a change).
+    async fn send_state(&self, tx: &tokio::sync::mpsc::Sender<proto::HostMessage>, audit_id: u64) {
         let r = self.runtime.report().await;
         let applied = self.status.borrow().applied_digest.clone();
         let report = proto::Report {
@@ -545,6 +548,7 @@ impl Link {
                 .collect(),
             applied_digest: applied,
             local_workloads: r.local_workloads,
+            audit_id,
         };
         let mut active = self.runtime.alarms().await;
         if let Some(up) = &self.upgrader {

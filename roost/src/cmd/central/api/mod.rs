@@ -7,6 +7,7 @@
 //! - The routes live in one table, [`ROUTES`]: the router and the OpenAPI document
 //!   ([`openapi`]) are both built from it, so they cannot drift apart.
 
+mod fleet;
 mod openapi;
 mod releases;
 mod strategies;
@@ -23,17 +24,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use roost_federation::central::{
-    AlarmFilter, Central, CentralError, DeployResult, FieldProblem, FleetStatus, HostView,
-    SubcloudView, TokenCreated,
+    AlarmFilter, AuditResult, Central, CentralError, DeployResult, FieldProblem, FleetStatus,
+    HostView, SubcloudView, TokenCreated,
 };
 use roost_federation::model::{Alarm, Deployment, Group, Severity, Target, WorkloadSet};
 use roost_federation::strategy::{StrategyRequest, StrategyView};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -238,7 +237,7 @@ impl Route {
 /// Every route of the API.
 pub static ROUTES: &[Route] = &[
     route!(Get "/healthz" "healthz" "Liveness (no token needed)", get(healthz), open: true),
-    route!(Get "/metrics" "metrics" "Prometheus metrics", get(metrics)),
+    route!(Get "/metrics" "metrics" "Prometheus metrics", get(fleet::metrics)),
     route!(Get "/v1/openapi.json" "openapi" "This document", get(openapi_doc),
         answer: Answer::Json(200, object)),
     route!(Get "/v1/status" "status" "The fleet in numbers", get(status),
@@ -285,6 +284,11 @@ pub static ROUTES: &[Route] = &[
         body: Some(schema::<strategies::LabelRequest>),
         answer: Answer::Json(200, schema::<SubcloudView>),
         errors: &[NOT_FOUND, INVALID, STORE]),
+    route!(Post "/v1/audit" "audit" "Audit the fleet's sync now: every linked host reports afresh",
+        post(fleet::audit),
+        query: fleet::AUDIT_PARAMS,
+        answer: Answer::Json(200, schema::<AuditResult>),
+        errors: &[(422, "`wait` is not a duration from 1s to 600s")]),
     route!(Get "/v1/hosts" "listHosts" "Every enrolled host", get(list_hosts),
         answer: Answer::Json(200, schema::<Vec<HostView>>)),
     route!(Get "/v1/hosts/{name}" "getHost" "One host with its workloads", get(get_host),
@@ -871,97 +875,4 @@ async fn list_alarms(
         }
     }
     Ok(Json(st.central.alarms(&f)))
-}
-
-async fn metrics(State(st): S) -> Response {
-    let s = st.central.status();
-    let c = &st.central.counters;
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, rows: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    gauge(
-        "central_hosts",
-        "Enrolled hosts (not revoked) by link state.",
-        &[
-            ("{state=\"online\"}", u64::from(s.hosts_online)),
-            ("{state=\"offline\"}", u64::from(s.hosts_offline)),
-        ],
-    );
-    gauge(
-        "central_subclouds",
-        "Subclouds.",
-        &[("", u64::from(s.subclouds))],
-    );
-    gauge("central_groups", "Groups.", &[("", u64::from(s.groups))]);
-    gauge(
-        "central_link_sessions_open",
-        "Host link sessions open now.",
-        &[("", st.central.sessions_open() as u64)],
-    );
-    gauge(
-        "central_tasks_alive",
-        "Tasks alive in central's runtime (a leak shows as growth).",
-        &[(
-            "",
-            tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks() as u64,
-        )],
-    );
-    gauge(
-        "central_deployments",
-        "Deployments (set x target).",
-        &[("", u64::from(s.deployments))],
-    );
-    gauge(
-        "central_alarms_active",
-        "Active alarms by severity.",
-        &[
-            ("{severity=\"critical\"}", u64::from(s.alarms.critical)),
-            ("{severity=\"major\"}", u64::from(s.alarms.major)),
-            ("{severity=\"minor\"}", u64::from(s.alarms.minor)),
-            ("{severity=\"warning\"}", u64::from(s.alarms.warning)),
-        ],
-    );
-    for (name, help, v) in [
-        (
-            "central_link_sessions_total",
-            "Host link sessions opened.",
-            &c.sessions,
-        ),
-        (
-            "central_link_refused_total",
-            "Host link connections refused.",
-            &c.refused,
-        ),
-        (
-            "central_heartbeats_total",
-            "Heartbeats received.",
-            &c.heartbeats,
-        ),
-        (
-            "central_pushes_total",
-            "Desired states pushed to hosts.",
-            &c.pushes,
-        ),
-        ("central_store_commits_total", "Store commits.", &c.commits),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Ordering::Relaxed)
-        );
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
 }

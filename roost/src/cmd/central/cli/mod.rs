@@ -80,6 +80,9 @@ pub enum CliError {
         /// What is wrong and the fix.
         reason: String,
     },
+    /// The request succeeded but what it found is a failure (exit 1).
+    #[error("{0}")]
+    Verdict(String),
     /// The client's event loop could not start.
     #[error("cannot start the client runtime: {0}")]
     Runtime(String),
@@ -142,6 +145,19 @@ pub enum CentralCmd {
     Strategy(strategy::StrategyArgs),
     /// Roost releases central serves to hosts: add, ls, rm.
     Release(release::ReleaseArgs),
+    /// Audit the fleet's sync now: every linked host reports afresh; exits 1 if any
+    /// host is out of sync or did not answer.
+    Audit(AuditArgs),
+}
+
+/// `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How long to wait for the hosts' answers, e.g. 30s (1s to 600s).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub wait: String,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 /// `subcloud`.
@@ -376,6 +392,20 @@ fn dispatch(cmd: CentralCmd) -> Result<(), CliError> {
         CentralCmd::Events(a) => events(a),
         CentralCmd::Strategy(a) => strategy::run(a),
         CentralCmd::Release(a) => release::run(a),
+        CentralCmd::Audit(a) => {
+            let remote = a.common.conn.remote()?;
+            let path = format!("/v1/audit?wait={}", seg(&a.wait));
+            let body = remote.call(Method::POST, &path, None)?;
+            show(a.common.output, &body, render::audit)?;
+            let v = parse(&body)?;
+            let clean = v.pointer("/outOfSync").and_then(Value::as_u64) == Some(0)
+                && v.pointer("/asked") == v.pointer("/answered");
+            if clean {
+                Ok(())
+            } else {
+                Err(CliError::Verdict("the fleet is not all in sync".into()))
+            }
+        }
     }
 }
 

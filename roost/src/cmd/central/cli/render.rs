@@ -105,6 +105,39 @@ pub fn status(v: &Value) -> String {
     )
 }
 
+/// A fleet sync audit's verdict.
+pub fn audit(v: &Value) -> String {
+    let list = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "audit {}: {} hosts in {:.2} s; asked {}, answered {}\nin sync {}, out of sync {}, unknown {}\n",
+        n(v, "/id"),
+        n(v, "/hosts"),
+        v.pointer("/seconds").and_then(Value::as_f64).unwrap_or(0.0),
+        n(v, "/asked"),
+        n(v, "/answered"),
+        n(v, "/inSync"),
+        n(v, "/outOfSync"),
+        n(v, "/unknown"),
+    );
+    for (what, p) in [("drifted", "/drifted"), ("no answer", "/silent")] {
+        let l = list(p);
+        if !l.is_empty() {
+            out.push_str(&format!("{what}: {l}\n"));
+        }
+    }
+    out
+}
+
 /// One subcloud in a line, after a verb.
 pub fn subcloud_line(v: &Value, verb: &str) -> String {
     format!(
