@@ -47,6 +47,11 @@ bench-api:
 bench-central:
 	@ci/bench-central.sh
 
+.PHONY: bench-fleet
+# 1,000 / 5,000 / 10,000 simulated hosts on one central: CPU, RSS, audit, deploy, rollout, offline.
+bench-fleet:
+	@ci/bench-fleet.sh
+
 .PHONY: bench-rollout
 # A set rolled by a strategy to 100 simulated subclouds (max-parallel 10, 1 s apply) vs the ideal.
 bench-rollout:

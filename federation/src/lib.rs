@@ -17,6 +17,7 @@ pub mod central;
 pub mod link;
 pub mod model;
 pub mod pki;
+pub mod replica;
 pub mod sim;
 pub mod store;
 pub mod strategy;

@@ -25,6 +25,11 @@ impl LoopbackCentral {
     /// Run `seed` on the (new) data dir, e.g. to fill the store, then start central
     /// on it and wait until it serves.
     pub fn start_with(seed: impl FnOnce(&std::path::Path)) -> Self {
+        Self::start_full(seed, &[])
+    }
+
+    /// As [`LoopbackCentral::start_with`], with more flags for `roost central`.
+    pub fn start_full(seed: impl FnOnce(&std::path::Path), args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("roost-c")
             .tempdir_in("/tmp")
@@ -41,6 +46,7 @@ impl LoopbackCentral {
             .args(["central", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -262,6 +262,7 @@ impl Central {
                     subcloud: sc,
                     managed: st.managed(host),
                     min_protocol: crate::link::MIN_PROTOCOL,
+                    replicas: self.replicas(),
                 },
                 st.managed(host),
             )

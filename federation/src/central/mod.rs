@@ -239,6 +239,8 @@ pub struct Central {
     audit_run: Mutex<Option<audit::AuditRun>>,
     /// Fires when the audit in flight has every answer.
     audit_done: tokio::sync::Notify,
+    /// Every replica's URL (empty for a lone central), told to hosts in Welcome.
+    replicas: Mutex<Vec<String>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -282,6 +284,7 @@ impl Central {
             audit_lock: tokio::sync::Mutex::new(()),
             audit_run: Mutex::new(None),
             audit_done: tokio::sync::Notify::new(),
+            replicas: Mutex::new(Vec::new()),
             counters: Counters::default(),
         });
         c.ensure_default_group().await?;
@@ -317,6 +320,22 @@ impl Central {
                 }
             }
         });
+    }
+
+    /// Every replica's URL, as hosts are told (empty for a lone central).
+    pub fn replicas(&self) -> Vec<String> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Set the replicas' URLs (the leader, from the database).
+    pub fn set_replicas(&self, urls: Vec<String>) {
+        *self
+            .replicas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = urls;
     }
 
     /// The store's backend name.

@@ -253,6 +253,21 @@ struct SavedDesired {
     workloads: Vec<serde_json::Value>,
 }
 
+/// The replicas' URLs central told of, one per line (not the configured address).
+const REPLICAS_FILE: &str = "central-replicas";
+
+fn load_replicas(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(REPLICAS_FILE))
+        .map(|s| {
+            s.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn load_desired(dir: &Path) -> Option<SavedDesired> {
     let text = std::fs::read(dir.join(DESIRED_FILE)).ok()?;
     serde_json::from_slice(&text).ok()
@@ -281,6 +296,9 @@ fn save_desired(dir: &Path, d: &SavedDesired) -> Result<(), LinkError> {
 #[derive(Debug)]
 pub struct Link {
     cfg: LinkConfig,
+    /// Where central answers: the configured address first, then every replica
+    /// central told of (kept in `<dir>/central-replicas`); the index in use.
+    addrs: std::sync::Mutex<(Vec<CentralAddr>, usize)>,
     runtime: Arc<dyn HostRuntimeDebug>,
     upgrader: Option<Arc<dyn Upgrader>>,
     status: watch::Sender<LinkStatus>,
@@ -294,7 +312,16 @@ impl Link {
     /// A link for `runtime`.
     pub fn new(cfg: LinkConfig, runtime: Arc<dyn HostRuntimeDebug>) -> Self {
         let (status, _) = watch::channel(LinkStatus::default());
+        let mut addrs = vec![cfg.central.clone()];
+        for u in load_replicas(&cfg.dir) {
+            if let Ok(a) = CentralAddr::parse(&u) {
+                if a.url != cfg.central.url {
+                    addrs.push(a);
+                }
+            }
+        }
         Self {
+            addrs: std::sync::Mutex::new((addrs, 0)),
             cfg,
             runtime,
             upgrader: None,
@@ -307,6 +334,56 @@ impl Link {
     pub fn with_upgrader(mut self, u: Arc<dyn Upgrader>) -> Self {
         self.upgrader = Some(u);
         self
+    }
+
+    fn addrs(&self) -> std::sync::MutexGuard<'_, (Vec<CentralAddr>, usize)> {
+        self.addrs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The central address the next session dials.
+    pub fn current_central(&self) -> CentralAddr {
+        let g = self.addrs();
+        g.0.get(g.1).unwrap_or(&self.cfg.central).clone()
+    }
+
+    /// After a failed session: dial the next replica (if central has several).
+    /// Returns how many addresses there are.
+    fn next_central(&self) -> usize {
+        let mut g = self.addrs();
+        if g.0.len() > 1 {
+            g.1 = (g.1 + 1) % g.0.len();
+        }
+        g.0.len()
+    }
+
+    /// Central told every replica's URL: keep them (and the one in use first in line).
+    fn learn_replicas(&self, urls: &[String]) {
+        if urls.is_empty() {
+            return;
+        }
+        let parsed: Vec<CentralAddr> = urls
+            .iter()
+            .take(64)
+            .filter_map(|u| CentralAddr::parse(u).ok())
+            .collect();
+        let mut g = self.addrs();
+        let current = g.0.get(g.1).map(|a| a.url.clone());
+        let mut list = vec![self.cfg.central.clone()];
+        list.extend(parsed.into_iter().filter(|a| a.url != self.cfg.central.url));
+        let idx = current
+            .and_then(|c| list.iter().position(|a| a.url == c))
+            .unwrap_or(0);
+        let changed = list.iter().map(|a| &a.url).ne(g.0.iter().map(|a| &a.url));
+        *g = (list, idx);
+        if changed {
+            let urls: Vec<&str> = g.0.iter().skip(1).map(|a| a.url.as_str()).collect();
+            if let Err(e) = std::fs::write(self.cfg.dir.join(REPLICAS_FILE), urls.join("\n")) {
+                tracing::warn!(error = %e, "cannot keep central's replica list");
+            }
+            tracing::info!(replicas = urls.len(), "central's replicas learnt");
+        }
     }
 
     /// Follow the link's status.
@@ -332,6 +409,9 @@ impl Link {
             tracing::info!(digest = %d, "applied the desired state kept on disk");
         }
         let mut failures: u32 = 0;
+        // Tries since the last full round of central's addresses: the backoff grows
+        // once per round, so a host whose replica died reaches a live one promptly.
+        let mut tries: usize = 0;
         loop {
             if *stop.borrow() {
                 return;
@@ -342,6 +422,8 @@ impl Link {
                 _ = super::stopped(&mut stop) => return,
             };
             self.status.send_modify(|s| s.connected = false);
+            // Another replica (if any) for the next try.
+            let addrs = self.next_central();
             let (wait, why) = match res {
                 Ok(()) => (
                     Duration::from_millis(0),
@@ -352,9 +434,14 @@ impl Link {
             // A session that lasted resets the backoff.
             if now_ms().saturating_sub(started) > 30_000 {
                 failures = 0;
+                tries = 0;
             }
-            failures = failures.saturating_add(1);
-            let backoff = wait.max(backoff(failures, self.cfg.backoff_max));
+            tries += 1;
+            if tries >= addrs {
+                tries = 0;
+                failures = failures.saturating_add(1);
+            }
+            let backoff = wait.max(backoff(failures.max(1), self.cfg.backoff_max));
             tracing::warn!(error = %why, retry_in_ms = backoff.as_millis() as u64, "central link down");
             self.status.send_modify(|s| s.last_error = Some(why));
             tokio::select! {
@@ -365,7 +452,8 @@ impl Link {
     }
 
     async fn session(&self) -> Result<(), LinkError> {
-        let url = self.cfg.central.url.clone();
+        let central = self.current_central();
+        let url = central.url.clone();
         let id = HostIdentity::load(&self.cfg.dir)?.ok_or_else(|| LinkError::Io {
             path: self.cfg.dir.clone(),
             reason:
@@ -375,7 +463,7 @@ impl Link {
         // A dial that cannot finish within a few heartbeats is given up and retried,
         // so a host whose network returns reconnects promptly.
         let dial = (self.cfg.heartbeat * 4).clamp(Duration::from_secs(2), Duration::from_secs(10));
-        let ch = channel(&self.cfg.central, id.client_tls_config()?, dial).await?;
+        let ch = channel(&central, id.client_tls_config()?, dial).await?;
         let mut client = proto::host_link_client::HostLinkClient::new(ch)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(16 * 1024 * 1024);
@@ -473,7 +561,10 @@ impl Link {
                             // Reconnect with the new certificate.
                             return Ok(());
                         }
-                        Some(In::Welcome(w)) => tracing::info!(subcloud = %w.subcloud, managed = w.managed, "welcomed by central"),
+                        Some(In::Welcome(w)) => {
+                            tracing::info!(subcloud = %w.subcloud, managed = w.managed, "welcomed by central");
+                            self.learn_replicas(&w.replicas);
+                        }
                         Some(In::Audit(a)) => self.send_state(&tx, a.id).await,
                         Some(In::Ack(_)) | None => {}
                     }

@@ -25,6 +25,10 @@ use super::{
 };
 
 const CA_CN: &str = "Roost central CA";
+/// The common name of the certificate a central replica presents to the leader when it
+/// forwards a request (a space: no host name can be it).
+pub const REPLICA_CN: &str = "roost central replica";
+const REPLICA_LIFETIME_MS: u64 = 30 * DAY_MS;
 const SERVER_CN: &str = "Roost central";
 const DAY_MS: u64 = 24 * 3600 * 1000;
 const CA_LIFETIME_MS: u64 = 3650 * DAY_MS;
@@ -204,6 +208,37 @@ impl CentralPki {
             serial_hex: id.serial_hex,
             not_after_ms: id.not_after_ms,
         })
+    }
+
+    /// A client TLS config for forwarding to the leading replica: presents a fresh
+    /// certificate with CN [`REPLICA_CN`] signed by the CA (which every replica shares),
+    /// trusts only the CA, ALPN `h2`.
+    pub fn replica_client_config(&self) -> Result<Arc<rustls::ClientConfig>, PkiError> {
+        let what = "the replica client certificate";
+        let key = KeyPair::generate().map_err(|e| PkiError::cert(what, format!("no key: {e}")))?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn(REPLICA_CN);
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(random_serial()?);
+        let now = now_ms();
+        p.not_before = rcgen_time!(now.saturating_sub(SKEW_MS));
+        p.not_after = rcgen_time!(now.saturating_add(REPLICA_LIFETIME_MS));
+        let cert = p
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| PkiError::cert(what, format!("cannot be signed: {e}")))?;
+        let key_der = PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| PkiError::cert(what, format!("bad key: {e}")))?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PkiError::cert(what, e.to_string()))?
+            .with_root_certificates(ca_roots(&self.ca_der)?)
+            .with_client_auth_cert(vec![cert.der().clone(), self.ca_der.clone()], key_der)
+            .map_err(|e| PkiError::cert(what, e.to_string()))?;
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(cfg))
     }
 
     /// The listener's TLS config: presents `server.pem`'s chain; client certificates

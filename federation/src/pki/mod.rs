@@ -30,7 +30,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-pub use central::{CentralPki, SignedCert};
+pub use central::{CentralPki, SignedCert, REPLICA_CN};
 pub use host::HostIdentity;
 pub use pinned::{pinned_client_config, PinnedCa};
 pub use token::{operator_token, JoinTokenSecret};

@@ -30,6 +30,11 @@ const PIPELINE: usize = 256;
 /// The advisory lock that serialises migrations of one database (`Roost` in ASCII).
 const MIGRATION_LOCK: i64 = 0x0052_6f6f_7374;
 
+/// The advisory lock the leading central replica holds on its store connection
+/// (`RoostL` in ASCII). Commits run on that same connection, so a replica that lost the
+/// lock (its connection died) cannot commit either.
+const LEADER_LOCK: i64 = 0x526f_6f73_744c;
+
 /// Central's store in a PostgreSQL database.
 pub struct PostgresStore {
     /// The URL without its password.
@@ -135,6 +140,77 @@ impl PostgresStore {
         })
     }
 
+    /// Whether the connection is gone (the store is then useless: make a new one).
+    pub fn is_lost(&self) -> bool {
+        self.lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Try to take the leader lock on this connection (session-level: held until the
+    /// connection ends). `Ok(true)`: this store's connection now holds it.
+    pub async fn try_lead(&self) -> Result<bool, StoreError> {
+        let c = self.conn.lock().await;
+        c.client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            .await
+            .and_then(|r| r.try_get::<_, bool>(0))
+            .map_err(|e| self.err("take the leader lock", &e))
+    }
+
+    /// A value of the replicas' shared table.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let c = self.conn.lock().await;
+        let rows = c
+            .client
+            .query("SELECT value FROM replica_kv WHERE key = $1", &[&key])
+            .await
+            .map_err(|e| self.err("read replica_kv", &e))?;
+        Ok(rows.first().and_then(|r| r.try_get::<_, String>(0).ok()))
+    }
+
+    /// Every (key, value, updated_ms) whose key starts with `prefix`.
+    pub async fn kv_list(&self, prefix: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let c = self.conn.lock().await;
+        let like = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+        let rows = c
+            .client
+            .query(
+                "SELECT key, value, updated_ms FROM replica_kv WHERE key LIKE $1 ORDER BY key",
+                &[&like],
+            )
+            .await
+            .map_err(|e| self.err("list replica_kv", &e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?, r.try_get(2).ok()?)))
+            .collect())
+    }
+
+    /// Set a value (`only_if_absent`: keep an existing one). Returns whether it wrote.
+    pub async fn kv_put(
+        &self,
+        key: &str,
+        value: &str,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        let c = self.conn.lock().await;
+        let now = i64::try_from(crate::model::now_ms()).unwrap_or(i64::MAX);
+        let sql = if only_if_absent {
+            "INSERT INTO replica_kv (key, value, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING"
+        } else {
+            "INSERT INTO replica_kv (key, value, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms"
+        };
+        c.client
+            .execute(sql, &[&key, &value, &now])
+            .await
+            .map(|n| n > 0)
+            .map_err(|e| self.err("write replica_kv", &e))
+    }
+
     /// The reason of a failed call, saying so plainly when the connection is gone.
     fn reason(&self, e: &tokio_postgres::Error) -> String {
         if !is_lost(e) {
@@ -147,8 +223,8 @@ impl PostgresStore {
             .clone()
             .unwrap_or_else(|| pg_reason(e));
         format!(
-            "the connection to {} is lost ({why}); restart central to reconnect (the store \
-             does not reconnect by itself yet)",
+            "the connection to {} is lost ({why}); a replica (--key-file) reconnects by \
+             itself, a lone central must be restarted",
             self.location
         )
     }

@@ -77,6 +77,12 @@ pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
         3,
         "CREATE TABLE releases (version TEXT PRIMARY KEY, sha256 TEXT NOT NULL, body TEXT NOT NULL);\n",
     ),
+    // Central replicas on one PostgreSQL: the shared secrets (sealed), the leader's
+    // record and every replica's address. Unused by a lone central on SQLite.
+    (
+        4,
+        "CREATE TABLE replica_kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms BIGINT NOT NULL);\n",
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -39,6 +39,10 @@ pub struct SimArgs {
     /// Name prefix of subclouds (`PREFIX-s0001`) and hosts (`PREFIX-h00001`).
     #[arg(long, default_value = "sim")]
     pub prefix: String,
+    /// Name prefix of hosts only [default: --prefix], so that several simulators can
+    /// share subclouds (`HOST_PREFIX-h00001`).
+    #[arg(long)]
+    pub host_prefix: Option<String>,
     /// Seconds an apply that changes something takes.
     #[arg(long, default_value_t = 0.0)]
     pub apply_seconds: f64,
@@ -141,8 +145,9 @@ async fn simulate(a: SimArgs) -> anyhow::Result<()> {
     let sem = Arc::new(tokio::sync::Semaphore::new(a.enroll_parallel.max(1)));
     let mut enrolls = tokio::task::JoinSet::new();
     let mut links = Vec::with_capacity(a.hosts);
+    let host_prefix = a.host_prefix.as_deref().unwrap_or(&a.prefix);
     for i in 0..a.hosts {
-        let name = format!("{}-h{:05}", a.prefix, i + 1);
+        let name = format!("{host_prefix}-h{:05}", i + 1);
         let sc = subclouds[i % subclouds.len()].clone();
         let (api, sem, url) = (api.clone(), Arc::clone(&sem), a.central.clone());
         let hdir = dir.join(&name);

@@ -12,6 +12,10 @@ use clap::Args;
 use roost_federation::central::{Central, CentralConfig, FieldProblem, SpecCheck};
 use roost_federation::link::server::LinkService;
 use roost_federation::link::LinkPeer;
+use roost_federation::pki::CentralPki;
+use roost_federation::replica::seal::SealKey;
+use roost_federation::replica::{self, proxy, Replica, Role};
+use roost_federation::store::PostgresStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +48,15 @@ pub struct ServeArgs {
     /// Lifetime of host certificates, e.g. 30d [default: 30d]; hosts renew at 2/3.
     #[arg(long, value_name = "DURATION")]
     pub host_cert_ttl: Option<String>,
+    /// Run as one of several replicas on the --db PostgreSQL: the key that seals the
+    /// shared CA and operator token in the database (64 hex digits; made if missing —
+    /// give the same file to every replica).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// This replica's URL as hosts and the other replicas reach it
+    /// [default: https://<--listen>, 127.0.0.1 for an unspecified address].
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 /// EX_CONFIG.
@@ -55,6 +68,8 @@ struct Settings {
     db: Option<String>,
     sans: Vec<String>,
     cfg: CentralConfig,
+    /// Replica mode: the key file and this replica's URL.
+    replica: Option<(PathBuf, String)>,
 }
 
 fn duration(
@@ -117,9 +132,59 @@ fn settings(a: ServeArgs) -> Result<Settings, String> {
         Duration::from_secs(10),
         Duration::from_secs(3650 * 86_400),
     )?;
+    let replica = match (&a.key_file, &a.db) {
+        (None, _) => {
+            if a.advertise.is_some() {
+                return Err(
+                    "--advertise is for replicas: give --key-file and --db postgres://… too".into(),
+                );
+            }
+            None
+        }
+        (Some(k), Some(db)) if db.starts_with("postgres://") || db.starts_with("postgresql://") => {
+            if !k.is_absolute() {
+                return Err(format!(
+                    "--key-file `{}` must be an absolute path",
+                    k.display()
+                ));
+            }
+            let url = match &a.advertise {
+                Some(u) => {
+                    roost_federation::link::client::CentralAddr::parse(u)
+                        .map_err(|e| format!("--advertise: {e}"))?;
+                    u.trim_end_matches('/').to_string()
+                }
+                None if listen.ip().is_unspecified() => {
+                    format!("https://127.0.0.1:{}", listen.port())
+                }
+                None => format!("https://{listen}"),
+            };
+            Some((k.clone(), url))
+        }
+        (Some(_), _) => {
+            return Err(
+                "--key-file makes this central a replica on a shared PostgreSQL: give \
+                        --db postgres://USER@HOST:PORT/DB too"
+                    .into(),
+            )
+        }
+    };
     let mut sans = a.san;
     if !listen.ip().is_unspecified() {
         sans.push(listen.ip().to_string());
+    }
+    if let Some((_, url)) = &replica {
+        if let Ok(a) = roost_federation::link::client::CentralAddr::parse(url) {
+            let host = a
+                .authority
+                .rsplit_once(':')
+                .map_or(a.authority.as_str(), |h| h.0);
+            sans.push(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            );
+        }
     }
     let host = roost_host::uplink::default_name();
     if !host.is_empty() {
@@ -131,6 +196,7 @@ fn settings(a: ServeArgs) -> Result<Settings, String> {
         db: a.db,
         sans,
         cfg,
+        replica,
     })
 }
 
@@ -184,14 +250,45 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             .create(&s.data_dir)
             .with_context(|| format!("cannot create the data dir {}", s.data_dir.display()))?;
     }
-    let (pki, created) = roost_federation::pki::CentralPki::load_or_create(&s.data_dir, &s.sans)?;
+    // A replica first makes its CA and token the ones the replicas share.
+    let mut pg = None;
+    if let (Some((key_file, _)), Some(db)) = (&s.replica, &s.db) {
+        let (key, made) = SealKey::load(key_file, true)?;
+        if made {
+            eprintln!(
+                "roost central: made the replica key {}; give the same file to every replica",
+                key_file.display()
+            );
+        }
+        // Restarted in place after losing the database: wait for it to come back
+        // (a first start fails fast, naming what is wrong).
+        let restarted = std::env::var_os(RESTARTED_ENV).is_some();
+        let store = loop {
+            match PostgresStore::connect(db).await {
+                Ok(st) => break st,
+                Err(e) if restarted => {
+                    tracing::warn!(error = %e, "replica: waiting for the database");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let (dir, sans) = (s.data_dir.clone(), s.sans.clone());
+        replica::share_secrets(&store, &key, &s.data_dir, move || {
+            CentralPki::load_or_create(&dir, &sans).map_err(|e| e.to_string())?;
+            roost_federation::pki::operator_token(&dir).map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await?;
+        pg = Some(Arc::new(store));
+    }
+    let (pki, created) = CentralPki::load_or_create(&s.data_dir, &s.sans)?;
     let (token, token_path, _) = roost_federation::pki::operator_token(&s.data_dir)?;
-    let store = roost_federation::store::open(s.db.as_deref(), &s.data_dir).await?;
     let tls = pki.server_tls_config()?;
+    let replica_tls = pki.replica_client_config()?;
     let ca_path = pki.ca_path().to_path_buf();
     let ca_hash = pki.ca_sha256();
-    let central =
-        Central::open(s.cfg.clone(), store, Arc::new(pki), Arc::new(HostSpecCheck)).await?;
+    let pki = Arc::new(pki);
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -206,14 +303,35 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     std::fs::write(&addr_file, format!("{url}\n"))
         .with_context(|| format!("cannot write {}", addr_file.display()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    central.spawn_loops(stop_rx.clone());
-    let app = router(Arc::clone(&central), token);
+    let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Waiting);
+    let check: Arc<dyn SpecCheck> = Arc::new(HostSpecCheck);
+    let (store_name, mut replica_task) = match (pg, &s.replica) {
+        (Some(store), Some((_, my_url))) => {
+            let r = Replica {
+                url: my_url.clone(),
+                db_url: s.db.clone().unwrap_or_default(),
+                cfg: s.cfg.clone(),
+                pki: Arc::clone(&pki),
+                check,
+            };
+            let task = tokio::spawn(r.run(store, role_tx, stop_rx.clone()));
+            (format!("postgres, replica {my_url}"), Some(task))
+        }
+        _ => {
+            let store = roost_federation::store::open(s.db.as_deref(), &s.data_dir).await?;
+            let central = Central::open(s.cfg.clone(), store, Arc::clone(&pki), check).await?;
+            central.spawn_loops(stop_rx.clone());
+            let name = central.backend().to_string();
+            let _ = role_tx.send(Role::Leader(central));
+            (name, None)
+        }
+    };
+    let serving = serving_role(role_rx, token);
     eprintln!(
-        "roost central: {} CA {} (sha256 {ca_hash})\nroost central: operator token {}\nroost central: store {}\nroost central: ready on {url}",
+        "roost central: {} CA {} (sha256 {ca_hash})\nroost central: operator token {}\nroost central: store {store_name}\nroost central: ready on {url}",
         if created { "made" } else { "loaded" },
         ca_path.display(),
         token_path.display(),
-        central.backend(),
     );
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(256));
@@ -237,7 +355,8 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 continue;
             };
             let acceptor = acceptor.clone();
-            let app = app.clone();
+            let serving = serving.clone();
+            let replica_tls = Arc::clone(&replica_tls);
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
                     .await
@@ -259,11 +378,21 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                     .peer_certificates()
                     .and_then(|c| c.first())
                     .map(|c| c.as_ref().to_vec());
-                let svc = app.layer(axum::Extension(LinkPeer {
-                    client_cert,
-                    addr: Some(peer),
-                }));
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                let from_replica = client_cert.as_deref().is_some_and(proxy::is_replica);
+                let conn = Conn {
+                    peer: LinkPeer {
+                        client_cert,
+                        addr: Some(peer),
+                    },
+                    from_replica,
+                    upstream: proxy::Upstream::new(replica_tls),
+                    serving,
+                };
+                let conn = Arc::new(conn);
+                let svc = hyper::service::service_fn(move |req| {
+                    let conn = Arc::clone(&conn);
+                    async move { Ok::<_, std::convert::Infallible>(conn.handle(req).await) }
+                });
                 let mut b = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 );
@@ -280,11 +409,133 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             });
         }
     });
-    roost_host::daemon::wait_for_signal().await;
+    let lost_lead = async {
+        match replica_task.as_mut() {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = roost_host::daemon::wait_for_signal() => {}
+        r = lost_lead => {
+            match r {
+                Ok(Ok(())) => tracing::error!("lost the database while leading: restarting in place"),
+                Ok(Err(e)) => tracing::error!(error = %e, "replica failed: restarting in place"),
+                Err(e) => tracing::error!(error = %e, "replica task failed: restarting in place"),
+            }
+            reexec();
+        }
+    }
     tracing::info!("shutting down; hosts keep running their workloads");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), accept).await;
     Ok(())
+}
+
+/// Set in a replica restarted in place (it then waits for the database).
+const RESTARTED_ENV: &str = "ROOST_CENTRAL_RESTARTED";
+
+/// Start again as the same command: every connection drops (hosts and clients go to
+/// another replica or come back), the database holds everything acknowledged.
+fn reexec() -> ! {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let err = std::process::Command::new("/proc/self/exe")
+        .args(args)
+        .env(RESTARTED_ENV, "1")
+        .exec();
+    eprintln!("roost central: cannot restart in place: {err}");
+    std::process::exit(70)
+}
+
+/// What a request meets now: central itself, a forward to the leader, or a wait.
+#[derive(Clone)]
+enum Serving {
+    Local(axum::Router),
+    Forward(String),
+    Waiting,
+}
+
+/// Follow the replica's role, building the router once per leadership.
+fn serving_role(
+    mut role: tokio::sync::watch::Receiver<Role>,
+    token: String,
+) -> tokio::sync::watch::Receiver<Serving> {
+    let first = match &*role.borrow_and_update() {
+        Role::Leader(c) => Serving::Local(router(Arc::clone(c), token.clone())),
+        Role::Follower(l) => Serving::Forward(l.url.clone()),
+        Role::Waiting => Serving::Waiting,
+    };
+    let (tx, rx) = tokio::sync::watch::channel(first);
+    tokio::spawn(async move {
+        while role.changed().await.is_ok() {
+            let next = match &*role.borrow_and_update() {
+                Role::Leader(c) => Serving::Local(router(Arc::clone(c), token.clone())),
+                Role::Follower(l) => Serving::Forward(l.url.clone()),
+                Role::Waiting => Serving::Waiting,
+            };
+            if tx.send(next).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// One accepted connection.
+struct Conn {
+    peer: LinkPeer,
+    from_replica: bool,
+    upstream: proxy::Upstream<axum::body::Body>,
+    serving: tokio::sync::watch::Receiver<Serving>,
+}
+
+impl Conn {
+    async fn handle(
+        &self,
+        mut req: hyper::Request<hyper::body::Incoming>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        use hyper::service::Service as _;
+        let peer = proxy::trusted_peer(&self.peer, self.from_replica, &mut req);
+        let serving = self.serving.borrow().clone();
+        match serving {
+            Serving::Local(app) => {
+                req.extensions_mut().insert(peer);
+                match hyper_util::service::TowerToHyperService::new(app)
+                    .call(req)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => match e {},
+                }
+            }
+            Serving::Forward(leader) => {
+                match self
+                    .upstream
+                    .forward(&leader, req.map(axum::body::Body::new), &peer)
+                    .await
+                {
+                    Ok(r) => r.map(axum::body::Body::new),
+                    Err(e) => unavailable(&e),
+                }
+            }
+            Serving::Waiting => unavailable(
+                "no central replica leads yet (electing, or the database is unreachable); retry shortly",
+            )
+            .into_response(),
+        }
+    }
+}
+
+fn unavailable(why: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "1")],
+        axum::Json(serde_json::json!({"error": why, "details": []})),
+    )
+        .into_response()
 }
 
 /// The operator API and the console, plus the host link's gRPC methods.
