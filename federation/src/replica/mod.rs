@@ -349,6 +349,7 @@ impl Replica {
                 let _ = role.send(Role::Waiting);
                 tracing::error!(
                     term = rec.term,
+                    at_ms = now_ms(),
                     "replica: lost the database while leading; stopped leading"
                 );
                 return Ok(());

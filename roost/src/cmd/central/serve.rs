@@ -439,9 +439,12 @@ const RESTARTED_ENV: &str = "ROOST_CENTRAL_RESTARTED";
 /// another replica or come back), the database holds everything acknowledged.
 fn reexec() -> ! {
     use std::os::unix::process::CommandExt;
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut argv = std::env::args_os();
+    let arg0 = argv.next().unwrap_or_else(|| "roost".into());
+    // The binary as started (not a newer one installed since, which a path would find).
     let err = std::process::Command::new("/proc/self/exe")
-        .args(args)
+        .arg0(arg0)
+        .args(argv)
         .env(RESTARTED_ENV, "1")
         .exec();
     eprintln!("roost central: cannot restart in place: {err}");
