@@ -437,6 +437,30 @@ fn replicas_fail_over_without_losing_or_restarting_anything() {
             "the unchanged workload restarted"
         );
 
+        // The operator CLI takes every replica's address and uses one that answers.
+        let dead = replicas.iter().find(|r| r.child.is_none()).unwrap();
+        let live = replicas.iter().find(|r| r.child.is_some()).unwrap();
+        let out = Command::new(roost_bin())
+            .args([
+                "central",
+                "status",
+                "--addr",
+                &format!("{},{}", dead.url, live.url),
+            ])
+            .arg("--token-file")
+            .arg(live.data.join("operator.token"))
+            .arg("--ca-file")
+            .arg(live.data.join("ca.pem"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains(&format!("{HOSTS} online")),
+            "roost central status --addr DEAD,LIVE: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
         // 3. PostgreSQL restarts: everyone carries on by themselves.
         pg.script("stop");
         let down = now_ms();

@@ -350,14 +350,25 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 _ = roost_federation::link::stopped(&mut accept_stop) => return,
             };
             let _ = tcp.set_nodelay(true);
-            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
-                tracing::warn!(%peer, "too many TLS handshakes at once; connection dropped");
-                continue;
-            };
             let acceptor = acceptor.clone();
             let serving = serving.clone();
             let replica_tls = Arc::clone(&replica_tls);
+            let handshakes = Arc::clone(&handshakes);
             tokio::spawn(async move {
+                // At most 256 handshakes at once; a herd of reconnecting hosts (a
+                // network back, a replica gone) waits its turn rather than being cut.
+                let permit = match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    handshakes.acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tracing::warn!(%peer, "TLS handshakes queued for 10 s; connection dropped");
+                        return;
+                    }
+                };
                 let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
                     .await
                 {

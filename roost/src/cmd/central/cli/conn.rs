@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 /// Connection flags of every `roost central` verb.
 #[derive(Debug, Args, Clone)]
 pub struct Conn {
-    /// Central's URL, e.g. https://10.0.0.1:7443 [env: ROOST_CENTRAL_ADDR, ROOST_ADDR; default: from --data-dir].
-    #[arg(long, global = true, value_name = "URL")]
-    pub addr: Option<String>,
+    /// Central's URL, e.g. https://10.0.0.1:7443; with replicas, several (repeat the flag
+    /// or separate with commas): the first that answers is used [env: ROOST_CENTRAL_ADDR,
+    /// ROOST_ADDR; default: from --data-dir].
+    #[arg(long, global = true, value_name = "URL", value_delimiter = ',')]
+    pub addr: Vec<String>,
     /// The operator token, in a file [env: ROOST_CENTRAL_TOKEN_FILE, ROOST_TOKEN_FILE; default: DATA_DIR/operator.token].
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -51,12 +53,13 @@ impl Conn {
             .data_dir
             .clone()
             .or_else(|| env(&["ROOST_CENTRAL_DATA_DIR"]).map(PathBuf::from));
-        let url = match self
-            .addr
-            .clone()
-            .or_else(|| env(&["ROOST_CENTRAL_ADDR", "ROOST_ADDR"]))
-        {
-            Some(u) => u,
+        let given = if self.addr.is_empty() {
+            env(&["ROOST_CENTRAL_ADDR", "ROOST_ADDR"])
+        } else {
+            Some(self.addr.join(","))
+        };
+        let url = match given {
+            Some(u) => first_answering(&u),
             None => match &data {
                 Some(d) => String::from_utf8_lossy(&read("central's address file", &d.join("address"))?)
                     .trim()
@@ -98,6 +101,31 @@ impl Conn {
             .map_err(|e| CliError::Runtime(e.to_string()))?;
         Ok(Remote { client, url, rt })
     }
+}
+
+/// Of comma-separated URLs, the first whose port accepts a connection (central
+/// replicas: any of them serves every verb); the first when none does (its error is
+/// then reported).
+fn first_answering(urls: &str) -> String {
+    let list: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if list.len() > 1 {
+        for u in &list {
+            let authority = u.trim_start_matches("https://").trim_end_matches('/');
+            let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(authority) else {
+                continue;
+            };
+            if addrs.any(|a| {
+                std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+            }) {
+                return (*u).to_string();
+            }
+        }
+    }
+    list.first().map_or_else(String::new, |u| (*u).to_string())
 }
 
 impl Remote {
