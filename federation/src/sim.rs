@@ -140,9 +140,12 @@ impl HostRuntime for SimRuntime {
                     restarts: 0,
                     spec_digest: d.clone(),
                     instance: *inst,
+                    cpus: String::new(),
+                    placement: String::new(),
                 })
                 .collect(),
             local_workloads: 0,
+            cpu: None,
         }
     }
 

@@ -74,9 +74,12 @@ impl HostRuntime for MemRuntime {
                     restarts: 0,
                     spec_digest: spec_digest(w),
                     instance: 1,
+                    cpus: String::new(),
+                    placement: String::new(),
                 })
                 .collect(),
             local_workloads: 0,
+            cpu: None,
         }
     }
     async fn alarms(&self) -> Vec<RuntimeAlarm> {

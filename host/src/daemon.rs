@@ -60,6 +60,9 @@ pub struct HostConfig {
     /// How long a daemon re-executed into a new release has to become healthy before
     /// the guard rolls it back, e.g. `60s` (default 60s).
     pub upgrade_deadline: Option<String>,
+    /// How often the light latency probe reported to central runs, e.g. `10s`
+    /// (default 10s; `off` = never). Only a host joined to a central runs it.
+    pub latency_probe: Option<String>,
 }
 
 /// A config problem: the daemon exits 64 without binding anything.
@@ -132,6 +135,7 @@ impl HostConfig {
             name: self.name.or(other.name),
             heartbeat: self.heartbeat.or(other.heartbeat),
             upgrade_deadline: self.upgrade_deadline.or(other.upgrade_deadline),
+            latency_probe: self.latency_probe.or(other.latency_probe),
         }
     }
 
@@ -237,6 +241,21 @@ impl HostConfig {
                 }
             },
         };
+        let latency_probe = match self.latency_probe.as_deref() {
+            None => Some(Duration::from_secs(10)),
+            Some("off") => None,
+            Some(h) => match parse_duration(h) {
+                Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(3600) => Some(d),
+                _ => {
+                    return Err(ConfigError::Field {
+                        field: "latency-probe",
+                        message: format!(
+                            "`{h}` is not a duration from 1s to 1h; write e.g. `10s`, or `off`"
+                        ),
+                    })
+                }
+            },
+        };
         Ok(Resolved {
             upgrade_deadline,
             uplink: crate::uplink::UplinkConfig {
@@ -247,6 +266,7 @@ impl HostConfig {
                 backoff_max: Duration::from_secs(30)
                     .min(heartbeat * 6)
                     .max(Duration::from_secs(2)),
+                latency_probe,
             },
             state_dir,
             socket,

@@ -8,6 +8,7 @@ pub mod driver;
 pub mod drivers;
 pub mod events;
 pub mod fds;
+pub mod hostinfo;
 pub mod images;
 pub mod journal;
 pub mod model;

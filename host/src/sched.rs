@@ -566,6 +566,7 @@ impl Admission for SchedAdmission {
                 "platform": plan.platform,
                 "shared": plan.shared_pool(),
                 "isolated": plan.isolated,
+                "online": plan.topology.online(),
                 "cores": plan.topology.core_count(),
                 "threadsPerCore": plan.topology.threads_per_core(),
                 "numaNodes": plan.topology.nodes.len(),

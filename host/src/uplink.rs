@@ -9,8 +9,8 @@ use crate::supervisor::{Supervisor, SupervisorError};
 use roost_federation::link::client::{CentralAddr, Link, LinkConfig, LinkError};
 use roost_federation::link::runtime::ApplyIssue;
 use roost_federation::link::{
-    spec_digest, HostRuntime, RuntimeAlarm, RuntimeReport, WorkloadState, OWNER_CENTRAL,
-    OWNER_LABEL, SET_LABEL,
+    spec_digest, HostRuntime, LatencySample, LogError, LogQuery, LogSlice, RuntimeAlarm,
+    RuntimeReport, WorkloadState, OWNER_CENTRAL, OWNER_LABEL, SET_LABEL,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -86,6 +86,7 @@ pub struct SupervisorRuntime {
     state_dir: PathBuf,
     book: Arc<Mutex<Book>>,
     changes: tokio::sync::watch::Sender<u64>,
+    probe: Option<Arc<crate::hostinfo::LatencyProbe>>,
 }
 
 fn lock(b: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
@@ -97,7 +98,13 @@ fn lock(b: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
 
 impl SupervisorRuntime {
     /// A runtime over `sup` for host `host`; starts a task that follows the event log.
-    pub fn new(sup: Arc<Supervisor>, host: &str, state_dir: &Path) -> Arc<Self> {
+    /// `probe`: the latency probe whose runs go to central, if one runs.
+    pub fn new(
+        sup: Arc<Supervisor>,
+        host: &str,
+        state_dir: &Path,
+        probe: Option<Arc<crate::hostinfo::LatencyProbe>>,
+    ) -> Arc<Self> {
         let (changes, _) = tokio::sync::watch::channel(0u64);
         let rt = Arc::new(Self {
             sup,
@@ -105,6 +112,7 @@ impl SupervisorRuntime {
             state_dir: state_dir.to_path_buf(),
             book: Arc::default(),
             changes,
+            probe,
         });
         // Pressure has no event: look every few seconds, report when it changes.
         let me = Arc::downgrade(&rt);
@@ -301,9 +309,39 @@ impl HostRuntime for SupervisorRuntime {
                 } else {
                     0
                 },
+                cpus: rec
+                    .placement
+                    .as_ref()
+                    .map(|p| crate::hostinfo::cpu_list(&p.cpus))
+                    .unwrap_or_default(),
+                placement: rec
+                    .placement
+                    .as_ref()
+                    .map(|p| crate::hostinfo::placement_class(p).to_string())
+                    .unwrap_or_default(),
             });
         }
+        r.cpu = Some(crate::hostinfo::cpu_partition(&self.sup.capacity()));
         r
+    }
+
+    async fn logs(&self, q: LogQuery) -> Result<LogSlice, LogError> {
+        // Central reads the logs of its own workloads only, never a local one's.
+        match self.sup.get(&q.workload) {
+            Ok(rec) if owned(&rec) => {}
+            _ => return Err(LogError::NotFound(q.workload)),
+        }
+        let path = self.sup.log_path(&q.workload);
+        tokio::task::spawn_blocking(move || {
+            crate::hostinfo::read_log(&path, q.offset, q.tail_lines, q.max_bytes)
+                .map_err(|e| LogError::Failed(format!("{}: {e}", path.display())))
+        })
+        .await
+        .map_err(|e| LogError::Failed(format!("the log reader ended abnormally: {e}")))?
+    }
+
+    fn latency(&self) -> Option<LatencySample> {
+        self.probe.as_ref().and_then(|p| p.latest())
     }
 
     async fn alarms(&self) -> Vec<RuntimeAlarm> {
@@ -399,6 +437,8 @@ pub struct UplinkConfig {
     pub heartbeat: Duration,
     /// Longest wait between reconnects.
     pub backoff_max: Duration,
+    /// How often the latency probe runs (`None` = never).
+    pub latency_probe: Option<Duration>,
 }
 
 /// What enrollment saved next to the certificate: where central is, and our name.
@@ -471,7 +511,16 @@ pub async fn start(
         (_, _, None) => return Ok(None),
     };
     let central = CentralAddr::parse(&url)?;
-    let rt = SupervisorRuntime::new(Arc::clone(sup), &name, state_dir);
+    let probe =
+        cfg.latency_probe
+            .and_then(|every| match crate::hostinfo::LatencyProbe::start(every) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the latency probe thread");
+                    None
+                }
+            });
+    let rt = SupervisorRuntime::new(Arc::clone(sup), &name, state_dir, probe);
     let version = upgrader
         .as_ref()
         .map_or(env!("CARGO_PKG_VERSION"), |u| u.running_version());

@@ -45,6 +45,9 @@ pub struct ProbeConfig {
     /// Hold `/dev/cpu_dma_latency` at 0 during the run (as cyclictest does), so idle
     /// CPUs do not sleep in states that are slow to leave.
     pub pm_qos: bool,
+    /// Lock the process's memory (`mlockall`) so page faults do not show as latency;
+    /// off for a probe inside a daemon, whose memory it would pin for good.
+    pub lock_memory: bool,
 }
 
 impl Default for ProbeConfig {
@@ -57,6 +60,7 @@ impl Default for ProbeConfig {
             period_us: 1000,
             work_us: 0,
             pm_qos: true,
+            lock_memory: true,
         }
     }
 }
@@ -259,7 +263,7 @@ pub fn run(cfg: &ProbeConfig) -> Result<ProbeReport, ProbeError> {
     }
     // Page faults in the loop would show up as latency.
     // SAFETY: mlockall takes flags only; failure (no privilege) is harmless.
-    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+    if cfg.lock_memory && unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
         tracing::debug!("mlockall failed; page faults may add latency");
     }
     let qos = if cfg.pm_qos { hold_pm_qos() } else { None };

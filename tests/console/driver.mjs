@@ -90,6 +90,29 @@ const ops = {
     await page.keyboard.type(m.text);
     return true;
   },
+  // Walk the page with Tab alone: which of its focusable controls the keyboard
+  // reaches, and which it never reaches. Controls are named by tag, label or text,
+  // link target and id (not by node: a live page may redraw during the walk).
+  async tabWalk(m) {
+    const name = () => {
+      window.__kbdName = (e) =>
+        `${e.tagName.toLowerCase()} "${(e.getAttribute("aria-label") || e.textContent || "").trim().replace(/\s+/g, " ").slice(0, 60)}"` +
+        `${e.getAttribute("href") ? " -> " + e.getAttribute("href") : ""}${e.id ? " #" + e.id : ""}`;
+      const sel = 'a[href], button:not([disabled]), input:not([type=hidden]):not([disabled]), select:not([disabled]), textarea:not([disabled]), summary, [tabindex]:not([tabindex="-1"])';
+      return [...new Set([...document.querySelectorAll(sel)].filter((e) => e.getClientRects().length > 0).map(window.__kbdName))];
+    };
+    const all = await page.evaluate(name);
+    const reached = new Set();
+    for (let i = 0; i < m.max && all.some((x) => !reached.has(x)); i++) {
+      await page.keyboard.press("Tab");
+      const k = await page.evaluate(() => {
+        const e = document.activeElement;
+        return e && e !== document.body && window.__kbdName ? window.__kbdName(e) : null;
+      });
+      if (k) reached.add(k);
+    }
+    return { total: all.length, reached: all.filter((x) => reached.has(x)).length, missed: all.filter((x) => !reached.has(x)) };
+  },
   async eval(m) {
     return await page.evaluate(m.expr);
   },

@@ -254,6 +254,25 @@ impl Browser {
         self.must(json!({"op": "press", "key": key})).await;
     }
 
+    /// Press Tab until every focusable control of the page has had the focus (at most
+    /// `max` presses): (controls, reached, the ones never reached).
+    pub async fn tab_walk(&mut self, max: u32) -> (u64, u64, Vec<String>) {
+        let v = self.must(json!({"op": "tabWalk", "max": max})).await;
+        let missed = v["missed"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (
+            v["total"].as_u64().unwrap_or(0),
+            v["reached"].as_u64().unwrap_or(0),
+            missed,
+        )
+    }
+
     /// Type text with the keyboard.
     pub async fn type_text(&mut self, text: &str) {
         self.must(json!({"op": "type", "text": text})).await;

@@ -82,19 +82,40 @@ async fn no_raw_data(b: &mut Browser, page: &str) {
     );
 }
 
-/// Every control on the page has a label (a `<label for>` or an aria-label), and every
-/// button has a name.
+/// Every control on the page has a label (a `<label for>` or an aria-label), every
+/// button and link a name, every focusable region and image (the CPU map, the log,
+/// the latency chart) an accessible name.
 async fn labelled(b: &mut Browser, page: &str) {
     let bad = b
         .eval(
-            "[...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]\
-             .filter(e => e.tagName === 'BUTTON' ? !e.textContent.trim() && !e.getAttribute('aria-label') \
-                 : !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))\
+            "[...document.querySelectorAll('input:not([type=hidden]), select, textarea, button, a[href], \
+               [tabindex]:not([tabindex=\"-1\"]), [role=img], ul[id]')]\
+             .filter(e => { \
+                 const named = e.getAttribute('aria-label') || e.getAttribute('aria-labelledby'); \
+                 if (['INPUT', 'SELECT', 'TEXTAREA'].includes(e.tagName)) return !(e.labels && e.labels.length) && !named; \
+                 if (['BUTTON', 'A'].includes(e.tagName)) return !e.textContent.trim() && !named; \
+                 return !named; })\
              .map(e => e.outerHTML.slice(0, 80))",
         )
         .await;
     assert_eq!(bad, json!([]), "{page}: controls without a label");
 }
+
+/// The keyboard alone reaches every control of the page: Tab from wherever the focus
+/// is, until each link, button, field and focusable region has had it.
+async fn keyboard(b: &mut Browser, page: &str) {
+    let (total, reached, missed) = b.tab_walk(600).await;
+    println!("keyboard: {page}: Tab reaches {reached} of {total} controls");
+    assert!(total > 0, "{page}: no controls at all");
+    assert!(missed.is_empty(), "{page}: Tab never reaches {missed:?}");
+}
+
+/// Host profiles for the fleet's hosts on this 2-CPU machine: h1 has CPU 1 in its
+/// shared pool (a dedicated workload takes it), h3 has CPU 1 isolated (a real-time
+/// workload takes it); both let shared workloads use the platform CPU 0.
+const PROFILE_H1: &str = "[cpu]\nplatform = \"0\"\nshared = \"1\"\nshare_platform = true\n";
+const PROFILE_H3: &str = "[cpu]\nplatform = \"0\"\nisolated = \"1\"\nshare_platform = true\n\
+     [realtime]\nbudget_us = 100000\nworkload_budget_us = 50000\n";
 
 async fn log_in(b: &mut Browser, url: &str, token: &str) {
     b.goto(&format!("{url}/login")).await;
@@ -116,9 +137,23 @@ fn console_fleet() {
 }
 
 /// The usual fleet (g1: s1, s2; g2: s3; h1..h3 online), plus a fourth namespace on
-/// the bridge for the browser (no host there).
-async fn fleet_with_browser_ns(be: Backend) -> Fleet {
+/// the bridge for the browser (no host there). h1 and h3 run with host profiles (in
+/// the returned dir), every host runs its latency probe each second.
+async fn fleet_with_browser_ns(be: Backend) -> (Fleet, tempfile::TempDir) {
     let mut f = Fleet::new(be, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (i, profile) in [(0, Some(PROFILE_H1)), (1, None), (2, Some(PROFILE_H3))] {
+        f.hosts[i]
+            .flags
+            .extend(["--latency-probe".into(), "1s".into()]);
+        if let Some(p) = profile {
+            let path = dir.path().join(format!("h{}.toml", i + 1));
+            std::fs::write(&path, p).unwrap();
+            f.hosts[i]
+                .flags
+                .extend(["--profile".into(), path.display().to_string()]);
+        }
+    }
     for g in ["g1", "g2"] {
         f.central.cli_ok(&["group", "add", g]).await;
     }
@@ -131,17 +166,50 @@ async fn fleet_with_browser_ns(be: Backend) -> Fleet {
         f.enroll(i, s).await;
     }
     f.wait_online(&["h1", "h2", "h3"]).await;
-    f
+    (f, dir)
+}
+
+/// A mock workload spec with these resources.
+fn mock_with(name: &str, mock: Value, resources: Value) -> Value {
+    json!({
+        "apiVersion": "roost.dev/v1",
+        "kind": "Workload",
+        "metadata": {"name": name},
+        "spec": {"driver": "mock", "mock": mock, "restartPolicy": "always", "resources": resources}
+    })
 }
 
 async fn fleet_case(be: Backend) {
-    let f = fleet_with_browser_ns(be).await;
+    let (mut f, _profiles) = fleet_with_browser_ns(be).await;
     let web: Vec<String> = (0..3).map(|i| format!("web-{i}")).collect();
     f.deploy(&mock_set("web", &web), "group/g1").await;
+    // On h1: a dedicated workload (takes CPU 1) and a ticker whose log the console
+    // follows (a line a second); on h3: a real-time workload (takes isolated CPU 1).
+    let h1_extra = set_of(
+        "h1-extra",
+        vec![
+            mock_with(
+                "pin",
+                json!({}),
+                json!({"cores": 1, "cpuPolicy": "dedicated"}),
+            ),
+            mock_with("ticker", json!({"runSeconds": 3600}), json!({})),
+        ],
+    );
+    f.deploy(&h1_extra, "host/h1").await;
+    let ctl = mock_with(
+        "ctl",
+        json!({}),
+        json!({"cores": 1, "realtime": {"policy": "fifo", "priority": 50}}),
+    );
+    f.deploy(&set_of("rt", vec![ctl]), "host/h3").await;
     let want: BTreeSet<String> = web.iter().cloned().collect();
-    for h in ["h1", "h2"] {
-        f.wait_running(h, &want, T).await;
-    }
+    let mut want_h1 = want.clone();
+    want_h1.extend(["pin".to_string(), "ticker".to_string()]);
+    f.wait_running("h1", &want_h1, T).await;
+    f.wait_running("h2", &want, T).await;
+    f.wait_running("h3", &BTreeSet::from(["ctl".to_string()]), T)
+        .await;
     f.wait_in_sync(&["h1", "h2", "h3"], T).await;
 
     let url = f.central.url();
@@ -226,6 +294,7 @@ async fn fleet_case(be: Backend) {
     assert_eq!(total, json!("3"));
     labelled(&mut b, "overview").await;
     no_raw_data(&mut b, "overview").await;
+    keyboard(&mut b, "overview").await;
     b.screenshot("overview").await;
 
     // The event stream resumes after the browser's Last-Event-ID.
@@ -296,6 +365,7 @@ async fn fleet_case(be: Backend) {
         .await;
     labelled(&mut b, "subcloud").await;
     no_raw_data(&mut b, "subcloud").await;
+    keyboard(&mut b, "subcloud").await;
     b.screenshot("subcloud").await;
     b.click("#hosts a[href='/hosts/h1']").await;
     b.wait_path("/hosts/h1", T).await;
@@ -304,24 +374,147 @@ async fn fleet_case(be: Backend) {
     let ws = b
         .eval(
             "[...document.querySelectorAll('#workloads tbody tr')].map(r => \
-             [r.dataset.name, r.children[2].textContent])",
+             [r.dataset.name, r.children[2].textContent, r.children[5].textContent])",
         )
         .await;
     assert_eq!(
         ws,
         json!([
-            ["web-0", "running"],
-            ["web-1", "running"],
-            ["web-2", "running"]
+            ["pin", "running", "dedicated · CPU 1"],
+            ["ticker", "running", "best effort"],
+            ["web-0", "running", "best effort"],
+            ["web-1", "running", "best effort"],
+            ["web-2", "running", "best effort"]
         ])
     );
-    let note = b
-        .eval("document.querySelector('#cpu-note').textContent")
+    // The CPU partition: every CPU drawn with its role and holders, as the API has it.
+    b.wait_attached("#cpu-map[data-state=ready]", T).await;
+    let api_h1 = api.get("/v1/hosts/h1").await;
+    let api_cores: Vec<Value> = api_h1["cpu"]["cores"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no CPU partition in {api_h1}"))
+        .iter()
+        .map(|c| {
+            let held: Vec<&str> = c["workloads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_str().unwrap())
+                .collect();
+            json!([c["cpu"].to_string(), c["role"], held.join(",")])
+        })
+        .collect();
+    let shown_cores = b
+        .eval(
+            "[...document.querySelectorAll('#cpu-map li')].map(li => \
+             [li.dataset.cpu, li.dataset.role, li.dataset.workloads])",
+        )
         .await;
-    assert!(note.as_str().unwrap().contains("no CPU layout"), "{note}");
+    assert_eq!(shown_cores, json!(api_cores), "the CPU map against the API");
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(api_cores.len(), online, "every online CPU drawn: {api_h1}");
+    assert_eq!(
+        api_cores[1],
+        json!(["1", "dedicated", "pin"]),
+        "CPU 1 of h1 is pin's"
+    );
+    assert_eq!(api_cores[0][1], "platform");
+    for w in ["ticker", "web-0"] {
+        assert!(
+            api_cores[0][2].as_str().unwrap().contains(w),
+            "shared workloads float over h1's platform CPU (share_platform): {api_cores:?}"
+        );
+    }
+    let cpu_text = b
+        .eval("document.querySelector('#cpu-map li[data-cpu=\"1\"]').innerText")
+        .await;
+    assert!(
+        cpu_text.as_str().unwrap().contains("Dedicated")
+            && cpu_text.as_str().unwrap().contains("pin"),
+        "CPU 1 is labelled with its role and holder: {cpu_text}"
+    );
+    // Latency probe figures over time: a chart of at least two runs.
+    let t = Instant::now();
+    b.wait_fn(
+        "Number((document.querySelector('#latency-chart[data-state=ready]') || {dataset: {}}).dataset.points || 0) >= 2",
+        T,
+    )
+    .await;
+    record(
+        "console_fleet",
+        "console: host page open -> latency chart with 2 probe runs",
+        t.elapsed(),
+    );
+    let lat = &api.get("/v1/hosts/h1").await["latency"];
+    let n = lat.as_array().map_or(0, Vec::len);
+    assert!(n >= 2, "{lat}");
+    let p99 = lat[n - 1]["p99Ns"].as_u64().unwrap();
+    assert!(
+        p99 > 0 && p99 >= lat[n - 1]["p50Ns"].as_u64().unwrap(),
+        "{lat}"
+    );
+    println!(
+        "h1 latency probe: {n} runs, newest p50 {} µs, p99 {} µs, max {} µs",
+        lat[n - 1]["p50Ns"].as_u64().unwrap() / 1000,
+        p99 / 1000,
+        lat[n - 1]["maxNs"].as_u64().unwrap() / 1000
+    );
+    // The live log tail, from the keyboard: Tab to the ticker's "Show log", Enter.
+    let mut reached = false;
+    for _ in 0..80 {
+        b.press("Tab").await;
+        let at = b.eval("document.activeElement.dataset.log || ''").await;
+        if at == json!("ticker") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab never reached the ticker's Show log button");
+    let t = Instant::now();
+    b.press("Enter").await;
+    b.wait_fn(
+        "/mock \\S+ started/.test(document.querySelector('#log-text').textContent)",
+        T,
+    )
+    .await;
+    record(
+        "console_fleet",
+        "console: Show log -> the workload's first log lines shown",
+        t.elapsed(),
+    );
+    assert_eq!(
+        b.eval("document.activeElement.id").await,
+        json!("log-text"),
+        "the focus moves to the log"
+    );
+    // It follows: a tick line newer than any shown now arrives without a reload.
+    let last_tick = || {
+        "Math.max(0, ...[...document.querySelector('#log-text').textContent.matchAll(/tick (\\d+)/g)].map(m => Number(m[1])))"
+    };
+    let now_tick = b.eval(last_tick()).await.as_u64().unwrap_or(0);
+    b.eval("window.__noReload = 5").await;
+    b.wait_fn(&format!("{} > {now_tick}", last_tick()), T).await;
+    assert_eq!(b.eval("window.__noReload").await, json!(5));
+    let via_api = api.get("/v1/hosts/h1/workloads/ticker/logs?tail=3").await;
+    assert!(
+        via_api["text"].as_str().unwrap().contains("tick "),
+        "{via_api}"
+    );
     labelled(&mut b, "host").await;
     no_raw_data(&mut b, "host").await;
+    keyboard(&mut b, "host").await;
     b.screenshot("host").await;
+    // h3: its isolated CPU held by the real-time workload.
+    b.goto(&format!("{url}/hosts/h3")).await;
+    b.wait_attached("#cpu-map[data-state=ready]", T).await;
+    let rt_cpu = b
+        .eval("[...document.querySelectorAll('#cpu-map li[data-role=isolated]')].map(li => [li.dataset.cpu, li.dataset.workloads])")
+        .await;
+    assert_eq!(rt_cpu, json!([["1", "ctl"]]), "h3's isolated CPU is ctl's");
+    b.wait_attached("#latency-chart[data-state=ready]", T).await;
+    labelled(&mut b, "host-rt").await;
+    no_raw_data(&mut b, "host-rt").await;
+    b.screenshot("host-rt").await;
 
     // The keyboard alone: filter, sort and follow a link from the overview.
     b.goto(&format!("{url}/")).await;
@@ -352,13 +545,7 @@ async fn fleet_case(be: Backend) {
     b.wait_path("/subclouds/s3", T).await;
     b.wait_attached("#hosts[data-state=ready] tr[data-name=h3]", T)
         .await;
-    let unlabelled = b
-        .eval(
-            "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]\
-             .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).length",
-        )
-        .await;
-    assert_eq!(unlabelled, json!(0), "every control has a label");
+    labelled(&mut b, "subcloud s3").await;
 
     // Live: a workload on h3 that exits 1 and is never restarted; the host raises a
     // major workload.failed alarm, which appears on the open alarms page without a
@@ -396,6 +583,7 @@ async fn fleet_case(be: Backend) {
     );
     labelled(&mut b, "alarms").await;
     no_raw_data(&mut b, "alarms").await;
+    keyboard(&mut b, "alarms").await;
     b.screenshot("alarms").await;
     f.central
         .cli_ok(&["undeploy", "flaky", "--target", "host/h3"])
@@ -433,6 +621,7 @@ async fn fleet_case(be: Backend) {
     // Each subcloud must stay healthy 2 s: long enough to watch the steps apply.
     b.fill("#s-healthy", "2").await;
     labelled(&mut b, "strategy-form").await;
+    keyboard(&mut b, "strategy-form").await;
     b.screenshot("strategy-form").await;
     b.fill("#s-set", &serde_json::to_string_pretty(&set).unwrap())
         .await;
@@ -475,20 +664,25 @@ async fn fleet_case(be: Backend) {
     let st = api.get("/v1/strategies/roll-db").await;
     assert_eq!(st["state"], "complete", "{st}");
     for h in ["h1", "h2"] {
-        let want: BTreeSet<String> = ["web-0", "web-1", "web-2", "db-0"]
+        let mut want: BTreeSet<String> = ["web-0", "web-1", "web-2", "db-0"]
             .iter()
             .map(|s| s.to_string())
             .collect();
+        if h == "h1" {
+            want.extend(["pin".to_string(), "ticker".to_string()]);
+        }
         f.wait_running(h, &want, T).await;
     }
     labelled(&mut b, "strategy").await;
     no_raw_data(&mut b, "strategy").await;
+    keyboard(&mut b, "strategy").await;
     b.screenshot("strategy").await;
     b.goto(&format!("{url}/strategies")).await;
     b.wait_attached("#strategies[data-state=ready] tr[data-name=roll-db]", T)
         .await;
     labelled(&mut b, "strategies").await;
     no_raw_data(&mut b, "strategies").await;
+    keyboard(&mut b, "strategies").await;
     b.screenshot("strategies").await;
     // A form error names the field.
     b.fill("#s-name", "Bad Name").await;
@@ -499,6 +693,31 @@ async fn fleet_case(be: Backend) {
         .eval("document.querySelector('#create-error').textContent")
         .await;
     assert!(e.as_str().unwrap().contains("name"), "{e}");
+
+    // A host that is gone: its log cannot be read, and the page and the API say why.
+    f.hosts[1].term().await;
+    let t = Instant::now();
+    loop {
+        let h2 = api.get("/v1/hosts/h2").await;
+        if h2["availability"] == "offline" {
+            break;
+        }
+        assert!(t.elapsed() < T, "h2 never shown offline: {h2}");
+        tokio::time::sleep(fed::POLL).await;
+    }
+    let (status, body) = b
+        .fetch("GET", "/v1/hosts/h2/workloads/web-0/logs", json!({}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("offline"), "{body}");
+    b.goto(&format!("{url}/hosts/h2?log=web-0")).await;
+    b.wait("#log-error .error", T).await;
+    let e = b
+        .eval("document.querySelector('#log-error').textContent")
+        .await;
+    assert!(e.as_str().unwrap().contains("offline"), "{e}");
+    no_raw_data(&mut b, "host offline").await;
+    b.screenshot("host-offline").await;
 
     // Logout ends the session: the API refuses and pages go to the login.
     b.click(".logout button").await;
@@ -680,6 +899,7 @@ async fn ten_thousand(url: &str, data: &Path, client: Client, netns: Option<&str
     labelled(&mut b, "overview-10k").await;
     no_raw_data(&mut b, "overview-10k").await;
     b.screenshot("overview-10k").await;
+    keyboard(&mut b, "overview-10k").await;
 
     // Sort by critical alarms (most first), then by last seen, then by name descending.
     let mut sorts = Vec::new();

@@ -229,6 +229,7 @@ impl Central {
             l.addr = addr;
             l.report = None;
             l.sync = None;
+            l.pending_logs.clear();
             id
         };
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -352,6 +353,9 @@ impl Central {
                         .heartbeat_lag
                         .observe(now_ms().saturating_sub(hb.sent_ms));
                 }
+                if let Some(l) = hb.latency {
+                    self.on_latency(host, l);
+                }
                 self.send(host, Out::Ack(proto::HeartbeatAck { seq: hb.seq }));
             }
             Some(Body::Report(r)) => {
@@ -374,6 +378,7 @@ impl Central {
                 }
             }
             Some(Body::Renew(r)) => self.on_renew(host, &r.csr_pem).await,
+            Some(Body::Log(r)) => self.on_log_reply(host, r),
             // A second Hello, or a body from a newer protocol: nothing to do.
             Some(Body::Hello(_)) | None => {}
         }
@@ -553,6 +558,8 @@ impl Central {
         if let Some(l) = st.live.get_mut(host) {
             if l.session.as_ref().is_some_and(|s| s.id == session) {
                 l.session = None;
+                // Their answers would come on this session: end the waits now.
+                l.pending_logs.clear();
             }
         }
         drop(st);

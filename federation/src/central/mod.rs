@@ -8,6 +8,7 @@
 //! again from the hosts within one heartbeat.
 
 mod audit;
+mod hostinfo;
 mod hosts;
 mod ops;
 mod page;
@@ -18,6 +19,10 @@ mod strategies;
 mod views;
 
 pub use audit::{AuditResult, MAX_AUDIT_WAIT};
+pub use hostinfo::{
+    CoreView, CpuView, LatencyPoint, LogRead, LogView, DEFAULT_TAIL_LINES, LATENCY_RING,
+    LOG_TIMEOUT,
+};
 pub use page::{SubcloudPage, SubcloudQuery, SubcloudSort, MAX_PAGE};
 pub use releases::{ReleaseAdded, MAX_RELEASE_BYTES};
 pub use state::SyncState;
@@ -131,6 +136,12 @@ pub enum CentralError {
     /// A file of central's could not be written or read (500).
     #[error("{0}")]
     Io(String),
+    /// A host central must ask is offline or cannot answer (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A host did not answer in time (504).
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl CentralError {

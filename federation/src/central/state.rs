@@ -92,6 +92,14 @@ pub(crate) struct Live {
     pub applied_digest: String,
     pub last_push_ms: u64,
     pub sync: Option<SyncState>,
+    /// The link protocol its session speaks (from its Hello; 0 = not said).
+    pub protocol: u32,
+    /// Its latency probe runs, oldest first (at most `hostinfo::LATENCY_RING`); kept
+    /// across reconnects.
+    pub latency: VecDeque<proto::LatencySample>,
+    /// Log requests waiting for its answer, by id (dropped with the session, which
+    /// ends each wait).
+    pub pending_logs: HashMap<u64, tokio::sync::oneshot::Sender<proto::LogReply>>,
 }
 
 /// A strategy and its steps (in order), with an index by subcloud.
@@ -142,6 +150,7 @@ pub(crate) struct State {
     pub recent: VecDeque<Event>,
     pub live: HashMap<String, Live>,
     pub next_session: u64,
+    pub next_log_request: u64,
 }
 
 impl State {

@@ -62,6 +62,12 @@ pub struct WorkloadView {
     pub instance: u64,
     /// Spec digest.
     pub spec_digest: String,
+    /// The CPUs it is placed on (kernel list syntax; absent = not pinned or not said).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpus: String,
+    /// `shared`, `dedicated` or `realtime` (absent = best effort or not said).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub placement: String,
 }
 
 /// A host.
@@ -102,6 +108,13 @@ pub struct HostView {
     /// Problems of the last apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apply_errors: Vec<String>,
+    /// Its CPU partition and who holds each CPU (in `show`; absent in lists, or when
+    /// the host has not reported one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<super::CpuView>,
+    /// Its latency probe runs, oldest first (in `show`; at most 360).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency: Vec<super::LatencyPoint>,
 }
 
 /// A subcloud.
@@ -273,6 +286,8 @@ impl State {
                             restarts: w.restarts,
                             instance: w.instance,
                             spec_digest: w.spec_digest.clone(),
+                            cpus: w.cpus.clone(),
+                            placement: w.placement.clone(),
                         })
                         .collect()
                 })
@@ -311,6 +326,17 @@ impl State {
                         .collect()
                 })
                 .unwrap_or_default(),
+            cpu: if full {
+                live.and_then(|l| l.report.as_ref())
+                    .and_then(super::hostinfo::cpu_view)
+            } else {
+                None
+            },
+            latency: if full {
+                live.map(super::hostinfo::latency_view).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
         })
     }
 

@@ -497,6 +497,7 @@ impl Link {
         let mut hb = tokio::time::interval(self.cfg.heartbeat);
         hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
+        let mut latency_sent = 0u64;
         let mut last_heard = tokio::time::Instant::now();
         let silence = self.cfg.heartbeat * 2 + Duration::from_millis(500);
         // Applies run one at a time, off the read loop; only the newest waits.
@@ -515,7 +516,13 @@ impl Link {
                         return Err(LinkError::Connect { url, reason: format!("no answer from central for {} ms", silence.as_millis()) });
                     }
                     seq += 1;
-                    if tx.send(msg(Out::Heartbeat(proto::Heartbeat { seq, sent_ms: now_ms() }))).await.is_err() {
+                    // The newest probe run, once.
+                    let latency = self.runtime.latency().filter(|l| l.time_ms > latency_sent);
+                    if let Some(l) = &latency {
+                        latency_sent = l.time_ms;
+                    }
+                    let latency = latency.map(latency_proto);
+                    if tx.send(msg(Out::Heartbeat(proto::Heartbeat { seq, sent_ms: now_ms(), latency }))).await.is_err() {
                         return Ok(());
                     }
                     if !renewing && id.renew_due(now_ms()) {
@@ -560,6 +567,15 @@ impl Link {
                             }
                             // Reconnect with the new certificate.
                             return Ok(());
+                        }
+                        Some(In::Log(q)) => {
+                            // Off the read loop, bounded in time; the answer goes on the stream.
+                            let rt = Arc::clone(&self.runtime);
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                let reply = answer_log(rt, q).await;
+                                let _ = tx.send(proto::HostMessage { protocol: PROTOCOL, body: Some(Out::Log(reply)) }).await;
+                            });
                         }
                         Some(In::Welcome(w)) => {
                             tracing::info!(subcloud = %w.subcloud, managed = w.managed, "welcomed by central");
@@ -635,11 +651,26 @@ impl Link {
                     spec_digest: w.spec_digest,
                     set: w.set,
                     instance: w.instance,
+                    cpus: w.cpus,
+                    placement: w.placement,
                 })
                 .collect(),
             applied_digest: applied,
             local_workloads: r.local_workloads,
             audit_id,
+            cpu: r.cpu.map(|c| proto::CpuPartition {
+                cores: c
+                    .cores
+                    .into_iter()
+                    .map(|k| proto::CpuCore {
+                        cpu: k.cpu,
+                        role: k.role,
+                        workloads: k.workloads,
+                    })
+                    .collect(),
+                enforcing: c.enforcing,
+                profile: c.profile,
+            }),
         };
         let mut active = self.runtime.alarms().await;
         if let Some(up) = &self.upgrader {
@@ -663,6 +694,72 @@ impl Link {
         };
         let _ = tx.send(m(Out::Report(report))).await;
         let _ = tx.send(m(Out::Alarms(alarms))).await;
+    }
+}
+
+/// The most log text a host sends in one answer.
+pub const MAX_LOG_REPLY: u32 = 64 * 1024;
+/// How long a host may take to read a log before it answers with an error.
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn latency_proto(l: super::LatencySample) -> proto::LatencySample {
+    proto::LatencySample {
+        time_ms: l.time_ms,
+        p50_ns: l.p50_ns,
+        p99_ns: l.p99_ns,
+        max_ns: l.max_ns,
+        samples: l.samples,
+        missed: l.missed,
+        period_us: l.period_us,
+        placement: l.placement,
+    }
+}
+
+/// Answer central's `LogRequest` from the runtime, within [`LOG_READ_TIMEOUT`] and
+/// [`MAX_LOG_REPLY`] bytes.
+async fn answer_log(rt: Arc<dyn HostRuntimeDebug>, q: proto::LogRequest) -> proto::LogReply {
+    let id = q.id;
+    let query = super::LogQuery {
+        workload: q.workload,
+        offset: q.offset,
+        tail_lines: q.tail_lines.clamp(1, 10_000),
+        max_bytes: q.max_bytes.clamp(1, MAX_LOG_REPLY),
+    };
+    let max = query.max_bytes as usize;
+    match tokio::time::timeout(LOG_READ_TIMEOUT, rt.logs(query)).await {
+        Ok(Ok(mut s)) => {
+            if s.text.len() > max {
+                let mut cut = max;
+                while !s.text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                s.text.truncate(cut);
+                s.next_offset = s.offset + cut as u64;
+            }
+            proto::LogReply {
+                id,
+                text: s.text,
+                offset: s.offset,
+                next_offset: s.next_offset,
+                size: s.size,
+                error: String::new(),
+                not_found: false,
+            }
+        }
+        Ok(Err(e)) => proto::LogReply {
+            id,
+            not_found: matches!(e, super::LogError::NotFound(_)),
+            error: e.to_string(),
+            ..Default::default()
+        },
+        Err(_) => proto::LogReply {
+            id,
+            error: format!(
+                "the host could not read the log within {} s",
+                LOG_READ_TIMEOUT.as_secs()
+            ),
+            ..Default::default()
+        },
     }
 }
 

@@ -16,7 +16,10 @@ pub mod runtime;
 pub mod server;
 pub mod upgrade;
 
-pub use runtime::{HostRuntime, RuntimeAlarm, RuntimeReport, WorkloadState};
+pub use runtime::{
+    CpuCore, CpuPartition, HostRuntime, LatencySample, LogError, LogQuery, LogSlice, RuntimeAlarm,
+    RuntimeReport, WorkloadState,
+};
 pub use upgrade::{ReleaseRequest, ReleaseStream, UpgradeOutcome, Upgrader};
 
 /// The generated protocol types.
@@ -25,10 +28,13 @@ pub mod proto {
     tonic::include_proto!("roost.link.v1");
 }
 
-/// The protocol version this build speaks.
-pub const PROTOCOL: u32 = 1;
+/// The protocol version this build speaks. 2 added the CPU partition, latency
+/// figures and log requests (central sends a `LogRequest` only to a host that said 2).
+pub const PROTOCOL: u32 = 2;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL: u32 = 1;
+/// The first protocol version whose hosts answer `LogRequest`.
+pub const LOGS_PROTOCOL: u32 = 2;
 
 /// The label central puts on every workload it owns (value [`OWNER_CENTRAL`]).
 pub const OWNER_LABEL: &str = "roost.dev/owner";

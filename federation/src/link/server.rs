@@ -45,6 +45,8 @@ fn status_of(e: CentralError) -> Status {
         CentralError::NotFound(m) => Status::not_found(m),
         CentralError::Conflict(m) => Status::already_exists(m),
         CentralError::Invalid { message, .. } => Status::invalid_argument(message),
+        CentralError::Unavailable(m) => Status::unavailable(m),
+        CentralError::Timeout(m) => Status::deadline_exceeded(m),
         e => Status::internal(e.to_string()),
     }
 }
@@ -188,7 +190,8 @@ impl HostLink for LinkService {
             .connect(&host, &hello, peer.addr)
             .await
             .map_err(status_of)?;
-        tracing::info!(host, session, addr = ?peer.addr, "host link up");
+        self.central.set_peer_protocol(&host, first.protocol);
+        tracing::info!(host, session, protocol = first.protocol, addr = ?peer.addr, "host link up");
         let central = Arc::clone(&self.central);
         let h = host.clone();
         tokio::spawn(async move {

@@ -5,7 +5,7 @@ mod handlers;
 mod images;
 pub use images::ImageNames;
 pub mod openapi;
-mod stream;
+pub(crate) mod stream;
 
 use crate::supervisor::{Supervisor, SupervisorError};
 use crate::validate::{DocumentError, FieldError, SpecError, ValidationError};

@@ -34,7 +34,7 @@ fn query_error(e: QueryRejection) -> ApiError {
 }
 
 /// Offset where the last `n` lines of `file` begin.
-fn tail_offset(file: &mut std::fs::File, n: usize) -> std::io::Result<u64> {
+pub(crate) fn tail_offset(file: &mut std::fs::File, n: usize) -> std::io::Result<u64> {
     let len = file.seek(SeekFrom::End(0))?;
     let mut pos = len;
     let mut newlines = 0usize;

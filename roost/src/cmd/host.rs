@@ -114,6 +114,10 @@ pub struct DaemonArgs {
     /// healthy before it is rolled back, e.g. 60s [default: 60s].
     #[arg(long)]
     pub upgrade_deadline: Option<String>,
+    /// How often the light latency probe whose figures go to central runs, e.g. 10s,
+    /// or `off` [default: 10s; only on a host joined to a central].
+    #[arg(long)]
+    pub latency_probe: Option<String>,
 }
 
 /// EX_CONFIG: the configuration is wrong; nothing was bound or started.
@@ -162,6 +166,7 @@ fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         name: a.name,
         heartbeat: a.heartbeat,
         upgrade_deadline: a.upgrade_deadline,
+        latency_probe: a.latency_probe,
     };
     let file = match &a.config {
         Some(p) => match HostConfig::from_file(p) {

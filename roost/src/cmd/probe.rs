@@ -151,6 +151,7 @@ fn latency(a: LatencyArgs) -> anyhow::Result<ExitCode> {
         period_us: a.period_us,
         work_us: a.work_us,
         pm_qos: !a.no_pm_qos,
+        lock_memory: true,
     };
     cfg.validate()?;
     let placed = match a.place {

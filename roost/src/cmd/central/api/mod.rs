@@ -8,6 +8,7 @@
 //!   ([`openapi`]) are both built from it, so they cannot drift apart.
 
 mod fleet;
+mod hostlogs;
 mod openapi;
 mod releases;
 mod strategies;
@@ -294,6 +295,15 @@ pub static ROUTES: &[Route] = &[
     route!(Get "/v1/hosts/{name}" "getHost" "One host with its workloads", get(get_host),
         answer: Answer::Json(200, schema::<HostView>),
         errors: &[NOT_FOUND]),
+    route!(Get "/v1/hosts/{name}/workloads/{workload}/logs" "getWorkloadLogs"
+        "Part of a central workload's log, read by its host over the link (follow with nextOffset)",
+        get(hostlogs::logs),
+        query: hostlogs::LOG_PARAMS,
+        answer: Answer::Json(200, schema::<roost_federation::central::LogView>),
+        errors: &[(404, "No such host, or the host runs no such workload of central's"),
+            (422, "A query parameter is wrong; `details` names it"),
+            (503, "The host is offline, too old to send logs, or could not read the log (the message says which)"),
+            (504, "The host did not answer within 5 s")]),
     route!(Post "/v1/hosts/{name}/revoke" "revokeHost" "Cut a host off and refuse its certificate",
         post(revoke_host),
         answer: Answer::Json(200, schema::<HostView>),
@@ -437,6 +447,8 @@ impl From<CentralError> for ApiError {
             }
             CentralError::Refused(_) => StatusCode::FORBIDDEN,
             CentralError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            CentralError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CentralError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             CentralError::Store(_) | CentralError::Pki(_) | CentralError::Io(_) => {
                 tracing::error!(error = %e, "operator request failed");
                 StatusCode::INTERNAL_SERVER_ERROR

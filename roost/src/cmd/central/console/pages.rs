@@ -13,6 +13,7 @@ use serde::Deserialize;
 const SHELL: &str = include_str!("assets/shell.html");
 const LOGIN: &str = include_str!("assets/login.html");
 const APP_JS: &str = include_str!("assets/app.js");
+const HOST_JS: &str = include_str!("assets/host.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
 /// Only this origin's scripts, styles and connections; no frames, no inline script.
@@ -182,6 +183,7 @@ pub(super) async fn logout(
 pub(super) async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "host.js" => (HOST_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
     };
@@ -211,6 +213,7 @@ mod tests {
             "new Function",
         ] {
             assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+            assert!(!HOST_JS.contains(sink), "host.js uses {sink}");
         }
     }
 

@@ -573,99 +573,10 @@
   }
 
   // ---------------------------------------------------------------- host
+  // The host page (CPU map, workloads, log tail, latency chart) is in host.js.
   function host(name) {
-    document.title = `Host ${name} · Roost central`;
-    const crumbs = h("p", { class: "crumbs" }, link("/", "Fleet"), " / host");
-    const head = h("div");
-    const numTh = (x) => h("th", { scope: "col", class: "num" }, x);
-    const wl = table("workloads", `Central's workloads on ${name}`, ["Name", "Set", "Phase", numTh("Restarts"), numTh("Instance"), "Spec digest"]);
-    const local = h("p", { class: "muted" });
-    const al = alarmTable("host-alarms", "Active alarms", false);
-    const err = h("div");
-    main.replaceChildren(
-      crumbs,
-      h("h1", {}, `Host ${name}`),
-      err,
-      head,
-      h("h2", {}, "CPU partition"),
-      h(
-        "p",
-        { class: "note", id: "cpu-note" },
-        "Central has no CPU layout for this host: the host link reports workloads, alarms and heartbeats, not the host's cores or which workload holds each. ",
-        "Run ",
-        h("code", {}, "roost ps"),
-        " on the host to see placement."
-      ),
-      h("h2", {}, "Workloads"),
-      h("div", { class: "table-wrap" }, wl.t),
-      local,
-      h("h2", {}, "Logs and latency"),
-      h(
-        "p",
-        { class: "note", id: "logs-note" },
-        "No live log tail or latency figures here: the host link carries no log lines or probe results to central yet. On the host: ",
-        h("code", {}, "roost logs NAME"),
-        "."
-      ),
-      h("h2", {}, "Active alarms"),
-      h("div", { class: "table-wrap" }, al.t)
-    );
-    return async () => {
-      let x, list;
-      try {
-        [x, list] = await Promise.all([
-          api(`/v1/hosts/${encodeURIComponent(name)}`).then((r) => r.body),
-          api(`/v1/alarms?host=${encodeURIComponent(name)}&active=true`).then((r) => r.body),
-        ]);
-      } catch (e) {
-        showError(err, e);
-        return;
-      }
-      err.replaceChildren();
-      crumbs.replaceChildren(link("/", "Fleet"), " / ", link(subcloudHref(x.subcloud), `subcloud ${x.subcloud}`), " / host");
-      const diff = [];
-      for (const [k, label] of [["missing", "missing"], ["extra", "extra"], ["differ", "different spec"]])
-        if (x.sync[k] && x.sync[k].length) diff.push(`${label}: ${x.sync[k].join(", ")}`);
-      head.replaceChildren(
-        facts([
-          ["Subcloud", link(subcloudHref(x.subcloud), x.subcloud)],
-          ["Group", x.group],
-          ["Availability", badge(x.availability)],
-          ["Sync", h("span", {}, badge(x.sync.state), diff.length ? ` (${diff.join("; ")})` : "")],
-          ["Roost version", x.roostVersion || "—"],
-          ["Address", x.address || "—"],
-          ["Heartbeat", `every ${x.heartbeatMs} ms`],
-          ["Last seen", `${ago(x.lastSeenMs)} (${when(x.lastSeenMs)})`],
-          ["Enrolled", when(x.enrolledMs)],
-          ["Certificate expires", when(x.certNotAfterMs)],
-          ["Apply errors", x.applyErrors && x.applyErrors.length ? x.applyErrors.join("; ") : "none"],
-          ["Active alarms", `${x.alarms.critical} critical, ${x.alarms.major} major, ${x.alarms.minor} minor, ${x.alarms.warning} warning`],
-        ])
-      );
-      const ws = x.workloads || [];
-      if (ws.length === 0) emptyRow(wl.tb, 6, x.availability === "online" ? "Central runs no workloads here." : "No report from this host since central started.");
-      else
-        wl.tb.replaceChildren(
-          ...ws.map((w) =>
-            h(
-              "tr",
-              { "data-name": w.name },
-              h("th", { scope: "row" }, w.name),
-              h("td", {}, w.set),
-              h("td", {}, badge(w.phase)),
-              h("td", { class: "num" }, fmtNum(w.restarts)),
-              h("td", { class: "num" }, w.instance ? String(w.instance) : "—"),
-              h("td", {}, h("code", { title: w.specDigest }, String(w.specDigest).slice(0, 12)))
-            )
-          )
-        );
-      wl.cap.textContent = `Central's workloads on ${name}: ${ws.length}`;
-      wl.t.dataset.state = "ready";
-      local.textContent = x.localWorkloads
-        ? `${x.localWorkloads} workload(s) made locally on this host are not shown: central leaves them alone.`
-        : "No local workloads on this host.";
-      al.fill(list, list.length);
-    };
+    const ui = { h, api, link, badge, fmtNum, when, ago, facts, table, emptyRow, showError, alarmTable, subcloudHref, setQuery, query, main };
+    return window.roostHostPage(ui, name);
   }
 
   // ---------------------------------------------------------------- strategies
