@@ -100,6 +100,8 @@ fn any_body() -> impl Strategy<Value = Option<Body>> {
         any::<u64>(),
     )
         .prop_map(|(name, phase, restarts, spec_digest, set, instance)| {
+            let cpus = spec_digest.chars().rev().take(8).collect();
+            let placement = name.chars().take(8).collect();
             proto::WorkloadReport {
                 name,
                 phase,
@@ -107,28 +109,63 @@ fn any_body() -> impl Strategy<Value = Option<Body>> {
                 spec_digest,
                 set,
                 instance,
+                cpus,
+                placement,
             }
+        });
+    let core = (
+        any::<u32>(),
+        any_string(),
+        proptest::collection::vec(any_string(), 0..4),
+    )
+        .prop_map(|(cpu, role, workloads)| proto::CpuCore {
+            cpu,
+            role,
+            workloads,
         });
     prop_oneof![
         Just(None),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(seq, sent_ms)| Some(Body::Heartbeat(proto::Heartbeat { seq, sent_ms }))),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any_string()).prop_map(
+            |(seq, sent_ms, p99_ns, placement)| Some(Body::Heartbeat(proto::Heartbeat {
+                seq,
+                sent_ms,
+                latency: (seq % 2 == 0).then_some(proto::LatencySample {
+                    time_ms: sent_ms,
+                    p99_ns,
+                    placement,
+                    ..Default::default()
+                }),
+            }))
+        ),
         (
             proptest::collection::vec(wl, 0..20),
             any_string(),
             any::<u32>(),
-            any::<u64>()
+            any::<u64>(),
+            proptest::collection::vec(core, 0..8)
         )
             .prop_map(
-                |(workloads, applied_digest, local_workloads, audit_id)| Some(Body::Report(
+                |(workloads, applied_digest, local_workloads, audit_id, cores)| Some(Body::Report(
                     proto::Report {
                         workloads,
                         applied_digest,
                         local_workloads,
-                        audit_id
+                        audit_id,
+                        cpu: (!cores.is_empty()).then_some(proto::CpuPartition {
+                            cores,
+                            ..Default::default()
+                        }),
                     }
                 ))
             ),
+        (any::<u64>(), any_string(), any_string()).prop_map(|(id, text, error)| Some(Body::Log(
+            proto::LogReply {
+                id,
+                text,
+                error,
+                ..Default::default()
+            }
+        ))),
         proptest::collection::vec(alarm, 0..20)
             .prop_map(|active| Some(Body::Alarms(proto::Alarms { active }))),
         any_string().prop_map(|csr_pem| Some(Body::Renew(proto::RenewRequest { csr_pem }))),

@@ -7,8 +7,9 @@ use roost_federation::link::client::{enroll, CentralAddr, Link, LinkConfig};
 use roost_federation::link::runtime::ApplyIssue;
 use roost_federation::link::server::LinkService;
 use roost_federation::link::{
-    spec_digest, workload_name, HostRuntime, LinkPeer, ReleaseRequest, ReleaseStream, RuntimeAlarm,
-    RuntimeReport, UpgradeOutcome, Upgrader, WorkloadState, SET_LABEL,
+    spec_digest, workload_name, CpuCore, CpuPartition, HostRuntime, LatencySample, LinkPeer,
+    LogError, LogQuery, LogSlice, ReleaseRequest, ReleaseStream, RuntimeAlarm, RuntimeReport,
+    UpgradeOutcome, Upgrader, WorkloadState, SET_LABEL,
 };
 use roost_federation::model::{SetMetadata, SetSpec, Target, WorkloadSet};
 use roost_federation::pki::CentralPki;
@@ -26,6 +27,9 @@ struct MemRuntime {
     alarms: Mutex<Vec<RuntimeAlarm>>,
     changes: Mutex<Option<tokio::sync::watch::Sender<u64>>>,
     applies: Mutex<u32>,
+    /// Log text per workload (protocol 2), and whether reading one hangs.
+    logs: Mutex<BTreeMap<String, String>>,
+    hang_logs: Mutex<bool>,
 }
 
 impl MemRuntime {
@@ -79,8 +83,54 @@ impl HostRuntime for MemRuntime {
                 })
                 .collect(),
             local_workloads: 0,
-            cpu: None,
+            cpu: Some(CpuPartition {
+                cores: vec![
+                    CpuCore {
+                        cpu: 0,
+                        role: "platform".into(),
+                        workloads: vec![],
+                    },
+                    CpuCore {
+                        cpu: 1,
+                        role: "isolated".into(),
+                        workloads: vec!["ctl".into()],
+                    },
+                ],
+                enforcing: true,
+                profile: "edge.toml".into(),
+            }),
         }
+    }
+    async fn logs(&self, q: LogQuery) -> Result<LogSlice, LogError> {
+        if *self.hang_logs.lock().unwrap() {
+            std::future::pending::<()>().await;
+        }
+        let text = self
+            .logs
+            .lock()
+            .unwrap()
+            .get(&q.workload)
+            .cloned()
+            .ok_or(LogError::NotFound(q.workload))?;
+        let from = (q.offset.unwrap_or(0) as usize).min(text.len());
+        Ok(LogSlice {
+            text: text[from..].to_string(),
+            offset: from as u64,
+            next_offset: text.len() as u64,
+            size: text.len() as u64,
+        })
+    }
+    fn latency(&self) -> Option<LatencySample> {
+        Some(LatencySample {
+            time_ms: roost_federation::model::now_ms(),
+            p50_ns: 20_000,
+            p99_ns: 60_000,
+            max_ns: 900_000,
+            samples: 500,
+            missed: 1,
+            period_us: 1000,
+            placement: "cpus 0, SCHED_OTHER".into(),
+        })
     }
     async fn alarms(&self) -> Vec<RuntimeAlarm> {
         self.alarms.lock().unwrap().clone()
@@ -685,4 +735,109 @@ async fn a_release_reaches_the_hosts_of_its_subcloud_over_the_link() {
     assert!(f.central.releases().is_empty());
     assert_eq!(std::fs::read_dir(&rel_dir).unwrap().count(), 0);
     let _ = f.stop.send(true);
+}
+
+/// Protocol 2 over the real link: the host's CPU partition reaches central in its
+/// report, its latency probe runs in its heartbeats (a ring), and a log is read on
+/// request and followed by offset; an unknown workload, a host that hangs and a host
+/// that is gone each give a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_cpu_partition_and_latency_cross_the_link() {
+    use roost_federation::central::{CentralError, LogRead};
+    let f = fixture().await;
+    f.central.add_subcloud("s1", None).await.unwrap();
+    let (rt, _l, stop) = f.join("h1", "s1").await;
+    let c = Arc::clone(&f.central);
+    wait(
+        "h1 online with its CPU partition and 2 probe runs",
+        10,
+        || {
+            c.host("h1")
+                .is_ok_and(|h| h.cpu.is_some() && h.latency.len() >= 2)
+        },
+    )
+    .await;
+    let h = c.host("h1").unwrap();
+    let cpu = h.cpu.unwrap();
+    assert_eq!(cpu.profile, "edge.toml");
+    assert_eq!(cpu.cores[1].role, "isolated");
+    assert_eq!(cpu.cores[1].workloads, vec!["ctl".to_string()]);
+    assert_eq!(h.latency[0].p99_ns, 60_000);
+    assert!(h.latency.windows(2).all(|w| w[0].time_ms < w[1].time_ms));
+
+    rt.logs
+        .lock()
+        .unwrap()
+        .insert("ctl".into(), "one\ntwo\n".into());
+    let t = Instant::now();
+    let v = c
+        .workload_logs("h1", "ctl", LogRead::default())
+        .await
+        .unwrap();
+    println!("log read over the link: {:?}", t.elapsed());
+    assert_eq!((v.text.as_str(), v.next_offset), ("one\ntwo\n", 8));
+    rt.logs
+        .lock()
+        .unwrap()
+        .insert("ctl".into(), "one\ntwo\nthree\n".into());
+    let v = c
+        .workload_logs(
+            "h1",
+            "ctl",
+            LogRead {
+                offset: Some(v.next_offset),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.text, "three\n");
+    let e = c
+        .workload_logs("h1", "nope", LogRead::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CentralError::NotFound(_)), "{e}");
+    let e = c
+        .workload_logs(
+            "h1",
+            "ctl",
+            LogRead {
+                tail_lines: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("tail"), "{e}");
+    // A host whose read hangs: its own deadline answers first, within central's.
+    *rt.hang_logs.lock().unwrap() = true;
+    let t = Instant::now();
+    let e = c
+        .workload_logs("h1", "ctl", LogRead::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CentralError::Unavailable(_) | CentralError::Timeout(_)),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    println!("a hanging log read refused after {:?}: {e}", t.elapsed());
+    // Gone: refused at once, saying it is offline.
+    let _ = stop.send(true);
+    wait("h1 offline", 5, || {
+        c.host("h1").unwrap().availability == "offline"
+    })
+    .await;
+    let t = Instant::now();
+    let e = c
+        .workload_logs("h1", "ctl", LogRead::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("offline"), "{e}");
+    assert!(t.elapsed() < Duration::from_millis(100));
+    let e = c
+        .workload_logs("nohost", "ctl", LogRead::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CentralError::NotFound(_)), "{e}");
 }

@@ -503,7 +503,11 @@ async fn fleet_case(be: Backend) {
     labelled(&mut b, "host").await;
     no_raw_data(&mut b, "host").await;
     keyboard(&mut b, "host").await;
+    b.eval("window.scrollTo(0, 0)").await;
     b.screenshot("host").await;
+    b.eval("document.querySelector('#log-title').scrollIntoView()")
+        .await;
+    b.screenshot("host-log-latency").await;
     // h3: its isolated CPU held by the real-time workload.
     b.goto(&format!("{url}/hosts/h3")).await;
     b.wait_attached("#cpu-map[data-state=ready]", T).await;

@@ -700,7 +700,8 @@ impl Link {
 /// The most log text a host sends in one answer.
 pub const MAX_LOG_REPLY: u32 = 64 * 1024;
 /// How long a host may take to read a log before it answers with an error.
-const LOG_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// (Shorter than central's own wait, so central gets the host's reason.)
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn latency_proto(l: super::LatencySample) -> proto::LatencySample {
     proto::LatencySample {

@@ -164,6 +164,7 @@ mod tests {
             body: Some(proto::host_message::Body::Heartbeat(proto::Heartbeat {
                 seq: 7,
                 sent_ms: 9,
+                latency: None,
             })),
         };
         let mut bytes = hb.encode_to_vec();
@@ -172,7 +173,12 @@ mod tests {
         let back = proto::HostMessage::decode(bytes.as_slice()).unwrap();
         assert_eq!(back, hb);
         // And inside a nested message too.
-        let mut inner = proto::Heartbeat { seq: 1, sent_ms: 2 }.encode_to_vec();
+        let mut inner = proto::Heartbeat {
+            seq: 1,
+            sent_ms: 2,
+            latency: None,
+        }
+        .encode_to_vec();
         inner.extend_from_slice(&[0x9a, 0x06, 1, b'x']);
         let mut outer = vec![0x08, PROTOCOL as u8, 0x1a, inner.len() as u8];
         outer.extend_from_slice(&inner);
@@ -181,7 +187,8 @@ mod tests {
             back.body,
             Some(proto::host_message::Body::Heartbeat(proto::Heartbeat {
                 seq: 1,
-                sent_ms: 2
+                sent_ms: 2,
+                latency: None,
             }))
         );
     }

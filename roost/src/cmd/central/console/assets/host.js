@@ -38,7 +38,7 @@
     const legend = h(
       "ul",
       { class: "legend", "aria-label": "What the CPU colours mean" },
-      ROLES.map(([r, n, what]) => h("li", {}, h("span", { class: `swatch r-${r}`, "aria-hidden": "true" }), h("strong", {}, n), `: ${what}`))
+      ROLES.map(([r, n, what]) => h("li", {}, h("span", { class: `swatch r-${r}`, "aria-hidden": "true" }), h("span", {}, h("strong", {}, n), `: ${what}`)))
     );
     function drawCpus(x) {
       const cpu = x.cpu;
@@ -94,7 +94,7 @@
     const logStatus = h("p", { class: "muted", id: "log-status", role: "status" }, "Choose a workload's log above.");
     const logErr = h("div", { id: "log-error" });
     const followBtn = h("button", { type: "button", class: "plain", id: "log-follow", "aria-pressed": "true", disabled: true }, "Pause");
-    const logPre = h("pre", { class: "log", id: "log-text", tabindex: "0", "aria-labelledby": "log-title", "data-state": "idle" });
+    const logPre = h("pre", { class: "log", id: "log-text", tabindex: "0", "aria-labelledby": "log-title", "data-state": "idle", hidden: true });
     const logBox = h("section", { class: "log-box", "aria-labelledby": "log-title" }, logHead, h("div", { class: "actions" }, followBtn), logStatus, logErr, logPre);
     const log = { name: null, next: null, timer: null, follow: true, gen: 0 };
     function stopLog() {
@@ -137,6 +137,7 @@
       log.follow = true;
       logHead.textContent = `Log of ${w}`;
       logPre.textContent = "";
+      logPre.hidden = false;
       logPre.dataset.state = "loading";
       logPre.dataset.workload = w;
       logStatus.textContent = "Reading…";
@@ -193,7 +194,7 @@
         const v = (ymax * i) / 4;
         const y = T + (1 - i / 4) * (H - T - B);
         grid.push(svg("line", { x1: L, x2: W - R, y1: y, y2: y, class: "grid" }));
-        grid.push(svg("text", { x: L - 8, y: y + 4, "text-anchor": "end", class: "axis" }, `${v >= 100 ? Math.round(v) : v.toFixed(1)} µs`));
+        grid.push(svg("text", { x: L - 8, y: y + 4, "text-anchor": "end", class: "axis" }, v === 0 ? "0" : v >= 1000 ? `${(v / 1000).toLocaleString("en-US", { maximumFractionDigits: 1 })} ms` : `${v >= 100 ? Math.round(v) : v.toFixed(1)} µs`));
       }
       const tl = (ms) => new Date(ms).toISOString().slice(11, 19);
       const ticks = [t0, t0 + (t1 - t0) / 2, t1].map((t, i) => svg("text", { x: xs(t), y: H - B + 18, "text-anchor": ["start", "middle", "end"][i], class: "axis" }, `${tl(t)} UTC`));
@@ -214,8 +215,8 @@
         h(
           "ul",
           { class: "legend", "aria-label": "Chart lines" },
-          h("li", {}, h("span", { class: "swatch l-p99", "aria-hidden": "true" }), h("strong", {}, "p99"), " wake-up latency per run"),
-          h("li", {}, h("span", { class: "swatch l-p50", "aria-hidden": "true" }), h("strong", {}, "p50"), " (median)")
+          h("li", {}, h("span", { class: "swatch l-p99", "aria-hidden": "true" }), h("span", {}, h("strong", {}, "p99"), " wake-up latency per run")),
+          h("li", {}, h("span", { class: "swatch l-p50", "aria-hidden": "true" }), h("span", {}, h("strong", {}, "p50"), " (median)"))
         )
       );
       chartBox.dataset.state = "ready";
