@@ -721,7 +721,9 @@ async fn fleet_case(be: Backend) {
         .await;
     assert!(e.as_str().unwrap().contains("offline"), "{e}");
     no_raw_data(&mut b, "host offline").await;
-    b.screenshot("host-offline").await;
+    b.eval("document.querySelector('#log-title').scrollIntoView()")
+        .await;
+    b.screenshot("host-offline-log").await;
 
     // Logout ends the session: the API refuses and pages go to the login.
     b.click(".logout button").await;

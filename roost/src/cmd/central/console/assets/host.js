@@ -59,6 +59,7 @@
       const byRole = {};
       for (const c of cpu.cores) byRole[c.role] = (byRole[c.role] || 0) + 1;
       cpuInfo.replaceChildren(
+        x.availability === "online" ? "" : h("strong", {}, "As last reported before the host went offline: "),
         `${cpu.cores.length} CPUs (`,
         ROLES.filter(([r]) => byRole[r]).map(([r, n]) => `${byRole[r]} ${n.toLowerCase()}`).join(", "),
         `) · profile ${cpu.profile} · `,
@@ -124,7 +125,11 @@
         logStatus.textContent = `${log.follow ? "Following" : "Paused"} · ${fmtNum(v.size)} bytes · read ${new Date().toISOString().slice(11, 19)} UTC`;
       } catch (e) {
         if (gen !== log.gen) return;
-        logPre.dataset.state = logPre.dataset.state === "ready" ? "ready" : "error";
+        if (logPre.dataset.state !== "ready") {
+          logPre.dataset.state = "error";
+          logPre.hidden = true;
+        }
+        logStatus.textContent = log.follow ? "Trying again every second…" : "Paused";
         logErr.replaceChildren(h("p", { class: "error", role: "alert" }, `Cannot read the log: ${e.message}`));
       }
       if (log.follow && gen === log.gen) log.timer = setTimeout(() => pollLog(gen), LOG_POLL_MS);
