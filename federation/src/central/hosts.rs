@@ -318,9 +318,8 @@ impl Central {
     pub(crate) fn push_subcloud(&self, subcloud: &str, force: bool) -> Vec<String> {
         let hosts: Vec<String> = {
             let st = self.lock();
-            st.hosts
-                .values()
-                .filter(|h| h.subcloud == subcloud && !h.revoked)
+            st.subcloud_hosts(subcloud)
+                .filter(|h| !h.revoked)
                 .map(|h| h.name.clone())
                 .collect()
         };

@@ -318,19 +318,16 @@ mod tests {
             if i % 4 == 0 {
                 for j in 0..2 {
                     let h = format!("h{i}-{j}");
-                    st.hosts.insert(
-                        h.clone(),
-                        Host {
-                            name: h.clone(),
-                            subcloud: name.clone(),
-                            cert_serial: String::new(),
-                            prev_cert_serial: None,
-                            cert_not_after_ms: 0,
-                            enrolled_ms: 0,
-                            revoked: false,
-                            heartbeat_ms: 500,
-                        },
-                    );
+                    st.put_host(Host {
+                        name: h.clone(),
+                        subcloud: name.clone(),
+                        cert_serial: String::new(),
+                        prev_cert_serial: None,
+                        cert_not_after_ms: 0,
+                        enrolled_ms: 0,
+                        revoked: false,
+                        heartbeat_ms: 500,
+                    });
                     if j == 0 && i % 8 == 0 {
                         st.live.insert(
                             h.clone(),

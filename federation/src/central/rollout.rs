@@ -52,9 +52,8 @@ impl State {
 
     /// Non-revoked hosts of a subcloud.
     fn hosts_in(&self, subcloud: &str) -> Vec<&str> {
-        self.hosts
-            .values()
-            .filter(|h| h.subcloud == subcloud && !h.revoked)
+        self.subcloud_hosts(subcloud)
+            .filter(|h| !h.revoked)
             .map(|h| h.name.as_str())
             .collect()
     }

@@ -5,7 +5,7 @@ use crate::link::{desired_digest, proto, spec_digest, workload_name};
 use crate::model::{Alarm, Deployment, Event, Group, Host, JoinToken, Release, Subcloud, Target};
 use crate::store::{Change, Snapshot};
 use crate::strategy::{Step, Strategy};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// How many events stay in memory for streams that resume from a recent cursor.
 pub(crate) const RECENT_EVENTS: usize = 10_000;
@@ -138,6 +138,9 @@ pub(crate) struct State {
     pub groups: BTreeMap<String, Group>,
     pub subclouds: BTreeMap<String, Subcloud>,
     pub hosts: BTreeMap<String, Host>,
+    /// Host names by subcloud (kept with `hosts`: every per-subcloud question would
+    /// otherwise walk the whole fleet).
+    pub by_subcloud: HashMap<String, BTreeSet<String>>,
     pub tokens: HashMap<String, JoinToken>,
     pub deployments: BTreeMap<(String, String), Deployed>,
     pub alarms: HashMap<String, Alarm>,
@@ -166,7 +169,7 @@ impl State {
             st.subclouds.insert(sc.name.clone(), sc);
         }
         for h in s.hosts {
-            st.hosts.insert(h.name.clone(), h);
+            st.put_host(h);
         }
         for t in s.tokens {
             st.tokens.insert(t.id.clone(), t);
@@ -204,6 +207,30 @@ impl State {
         st
     }
 
+    pub(crate) fn put_host(&mut self, h: Host) {
+        if let Some(old) = self.hosts.get(&h.name) {
+            if old.subcloud != h.subcloud {
+                if let Some(set) = self.by_subcloud.get_mut(&old.subcloud) {
+                    set.remove(&h.name);
+                }
+            }
+        }
+        self.by_subcloud
+            .entry(h.subcloud.clone())
+            .or_default()
+            .insert(h.name.clone());
+        self.hosts.insert(h.name.clone(), h);
+    }
+
+    /// The hosts of a subcloud, revoked ones included, in name order.
+    pub fn subcloud_hosts<'a>(&'a self, subcloud: &str) -> impl Iterator<Item = &'a Host> + 'a {
+        self.by_subcloud
+            .get(subcloud)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.hosts.get(n))
+    }
+
     fn put_alarm(&mut self, a: Alarm) {
         let key = (a.host.clone(), a.code.clone(), a.entity.clone());
         if a.cleared_ms.is_none() {
@@ -221,9 +248,13 @@ impl State {
             Change::DeleteGroup(n) => drop(self.groups.remove(&n)),
             Change::PutSubcloud(s) => drop(self.subclouds.insert(s.name.clone(), s)),
             Change::DeleteSubcloud(n) => drop(self.subclouds.remove(&n)),
-            Change::PutHost(h) => drop(self.hosts.insert(h.name.clone(), h)),
+            Change::PutHost(h) => self.put_host(h),
             Change::DeleteHost(n) => {
-                self.hosts.remove(&n);
+                if let Some(h) = self.hosts.remove(&n) {
+                    if let Some(set) = self.by_subcloud.get_mut(&h.subcloud) {
+                        set.remove(&n);
+                    }
+                }
                 self.live.remove(&n);
             }
             Change::PutToken(t) => drop(self.tokens.insert(t.id.clone(), t)),

@@ -343,9 +343,8 @@ impl State {
     pub(crate) fn subcloud_view(&self, name: &str, full: bool) -> Option<SubcloudView> {
         let s = self.subclouds.get(name)?;
         let hosts: Vec<HostView> = self
-            .hosts
-            .values()
-            .filter(|h| h.subcloud == name && !h.revoked)
+            .subcloud_hosts(name)
+            .filter(|h| !h.revoked)
             .filter_map(|h| self.host_view(&h.name, false))
             .collect();
         let online = hosts.iter().filter(|h| h.availability == "online").count() as u32;
