@@ -595,29 +595,32 @@ impl Central {
                 })
                 .collect()
         };
-        for (host, last) in silent {
-            {
-                let st = self.lock();
-                // Heard from meanwhile: keep it.
-                if st
-                    .live
-                    .get(&host)
-                    .is_some_and(|l| l.online && l.last_seen_ms != last)
-                {
-                    continue;
-                }
-            }
-            let res = self
-                .write(|b| {
-                    let Some(h) = b.st.hosts.get(&host) else {
-                        return Ok(());
+        if silent.is_empty() {
+            return;
+        }
+        // One commit for every host found silent in this pass (a thousand hosts cut
+        // off at once are one transaction, not a thousand).
+        let res = self
+            .write(|b| {
+                let now = now_ms();
+                for (host, last) in &silent {
+                    let Some(h) = b.st.hosts.get(host) else {
+                        continue;
                     };
+                    // Heard from meanwhile: keep it.
+                    if b.st
+                        .live
+                        .get(host)
+                        .is_some_and(|l| l.online && l.last_seen_ms != *last)
+                    {
+                        continue;
+                    }
                     let entity = format!("host/{host}");
                     let key = (host.clone(), HOST_OFFLINE.to_string(), entity.clone());
                     if b.st.active.contains_key(&key) {
-                        return Ok(());
+                        continue;
                     }
-                    let reason = if last == 0 {
+                    let reason = if *last == 0 {
                         format!(
                             "no heartbeat since central started ({} ms interval)",
                             h.heartbeat_ms
@@ -625,11 +628,12 @@ impl Central {
                     } else {
                         format!(
                             "no heartbeat for {} ms (two {} ms intervals); last seen {}",
-                            now.saturating_sub(last),
+                            now.saturating_sub(*last),
                             h.heartbeat_ms,
-                            fmt_time(last)
+                            fmt_time(*last)
                         )
                     };
+                    let subcloud = h.subcloud.clone();
                     b.event("host-offline", entity.clone(), reason.clone());
                     let seq = b.event(
                         "alarm-raised",
@@ -642,35 +646,37 @@ impl Central {
                         severity: Severity::Critical,
                         entity,
                         host: host.clone(),
-                        subcloud: h.subcloud.clone(),
+                        subcloud,
                         reason,
                         raised_ms: now,
                         cleared_ms: None,
                     }));
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::warn!(host, error = %e, "cannot record a host going offline");
-            }
-            // Only now, with its alarm committed, is it shown offline: whoever sees it
-            // offline sees the alarm too.
-            let alive = {
-                let mut st = self.lock();
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(hosts = silent.len(), error = %e, "cannot record hosts going offline");
+        }
+        // Only now, with their alarms committed, are they shown offline: whoever sees
+        // one offline sees its alarm too.
+        let mut back = Vec::new();
+        {
+            let mut st = self.lock();
+            for (host, last) in &silent {
                 let l = st.live.entry(host.clone()).or_default();
-                if l.online && l.last_seen_ms != last {
-                    true
+                if l.online && l.last_seen_ms != *last {
+                    back.push(host.clone());
                 } else {
                     l.online = false;
                     l.session = None;
                     l.sync = Some(SyncState::Unknown);
-                    false
                 }
-            };
-            // A heartbeat landed while the alarm was being committed: take it back.
-            if alive {
-                self.clear_offline(&host).await;
             }
+        }
+        // A heartbeat landed while the alarms were being committed: take it back.
+        for host in back {
+            self.clear_offline(&host).await;
         }
     }
 
