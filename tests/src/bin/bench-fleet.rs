@@ -175,20 +175,29 @@ async fn wait_for(c: &Client, what: &str, f: impl Fn(&Value) -> bool) -> f64 {
 }
 
 /// The largest delay past two heartbeat intervals of the `host-offline` events after
-/// `cursor` (their reason says `no heartbeat for X ms (two H ms intervals)`), and
-/// how many there were.
-async fn offline_delays(c: &Client, cursor: u64) -> (f64, usize) {
+/// `cursor` for hosts named `prefix-…` (their reason says `no heartbeat for X ms (two
+/// H ms intervals)`, measured when central commits the verdict), how many there were,
+/// and how many other hosts were also declared offline (starved on this machine).
+async fn offline_delays(c: &Client, cursor: u64, prefix: &str) -> (f64, usize, usize) {
     let r = c
         .request(Method::GET, &format!("/v1/events?cursor={cursor}"), None)
         .await
         .unwrap();
     let mut worst: f64 = 0.0;
     let mut n = 0;
+    let mut others = 0;
     for line in String::from_utf8_lossy(&r.body).lines() {
         let Ok(e) = serde_json::from_str::<Value>(line) else {
             continue;
         };
         if e["kind"] != "host-offline" {
+            continue;
+        }
+        if !e["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("host/{prefix}-")))
+        {
+            others += 1;
             continue;
         }
         let msg = e["message"].as_str().unwrap_or("");
@@ -200,7 +209,7 @@ async fn offline_delays(c: &Client, cursor: u64) -> (f64, usize) {
             n += 1;
         }
     }
-    (worst, n)
+    (worst, n, others)
 }
 
 fn set(generation: usize) -> Value {
@@ -237,6 +246,8 @@ struct Row {
     rollout_ideal_s: f64,
     offline_all_s: f64,
     offline_beyond_s: f64,
+    /// Hosts not dropped but declared offline meanwhile (their simulator starved).
+    other_offline: usize,
     back_in_sync_s: f64,
 }
 
@@ -416,13 +427,15 @@ fn main() {
         });
         // Per host: from its last heartbeat to central's verdict, less the two
         // intervals that define offline (central's own figures, in its events).
-        let (beyond, counted) = rt.block_on(offline_delays(&c, cursor));
-        assert_eq!(counted, dropped, "host-offline events after the drop");
+        let (beyond, counted, others) = rt.block_on(offline_delays(&c, cursor, "drop"));
+        assert_eq!(counted, dropped, "host-offline events of the dropped hosts");
         row.offline_beyond_s = beyond;
+        row.other_offline = others;
         println!(
-            "{n}: {dropped} links dropped: all offline after {:.2} s; worst {:.3} s beyond 2 heartbeats",
+            "{n}: {dropped} links dropped: all offline after {:.2} s; worst {:.3} s beyond 2 heartbeats; {} other hosts offline meanwhile",
             t.elapsed().as_secs_f64(),
-            row.offline_beyond_s
+            row.offline_beyond_s,
+            row.other_offline
         );
         signal(&sims[0], libc::SIGCONT);
         rt.block_on(async {
