@@ -479,8 +479,11 @@ fn main() {
             r.link_s
         );
     }
+    drop(central);
+    let last_n = *sizes.last().unwrap_or(&0);
+    let replicas = replicas_steady(last_n, subclouds, &rt);
     let report = json!({"subclouds": subclouds, "heartbeatS": HEARTBEAT_S, "applyS": APPLY_S,
-        "maxParallel": PARALLEL, "sqlite": rows});
+        "maxParallel": PARALLEL, "sqlite": rows, "postgresTwoReplicas": replicas});
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-fleet.json");
     std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("written {}", out.display());
@@ -525,4 +528,93 @@ fn main() {
         1.10,
         ratio <= 1.10,
     );
+}
+
+/// The steady state of `n` hosts against two central replicas on one private
+/// PostgreSQL (started here with `ci/postgres.sh`): half the hosts join through each
+/// replica; the follower forwards its half to the leader.
+fn replicas_steady(n: usize, subclouds: usize, rt: &tokio::runtime::Runtime) -> Value {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::Builder::new()
+        .prefix("roost-bf")
+        .tempdir_in("/tmp")
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let pg = dir.path().join("pg");
+    let out = Command::new(repo.join("ci/postgres.sh"))
+        .arg("start")
+        .arg(&pg)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        println!(
+            "SKIP replicas: needs PostgreSQL (ci/postgres.sh start failed: {})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return Value::Null;
+    }
+    struct PgStop(std::path::PathBuf, std::path::PathBuf);
+    impl Drop for PgStop {
+        fn drop(&mut self) {
+            let _ = Command::new(self.0.join("ci/postgres.sh"))
+                .arg("stop")
+                .arg(&self.1)
+                .output();
+        }
+    }
+    let _stop = PgStop(repo.clone(), pg.clone());
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let key = dir.path().join("replica.key");
+    let key = key.to_str().unwrap();
+    let args = ["--db", url.as_str(), "--key-file", key];
+    let leader = LoopbackCentral::start_full(|_| {}, &args);
+    let c = leader.client();
+    rt.block_on(wait_for(&c, "the first replica leads", |_| true));
+    let follower = LoopbackCentral::start_full(|_| {}, &args);
+    rt.block_on(wait_for(
+        &follower.client(),
+        "the second replica forwards",
+        |_| true,
+    ));
+    let half = n / 2;
+    let mut a = start_sim(&leader, "ra", half, subclouds);
+    let mut b = start_sim(&follower, "rb", n - half, subclouds);
+    let t = Instant::now();
+    wait_linked(&mut a);
+    wait_linked(&mut b);
+    let mut row = Row {
+        hosts: n,
+        ..Row::default()
+    };
+    rt.block_on(async {
+        wait_for(&c, "every host online through two replicas", |s| {
+            s["hostsOnline"].as_u64() == Some(n as u64)
+        })
+        .await;
+        row.link_s = t.elapsed().as_secs_f64();
+        let before = lag_buckets(&c).await;
+        let (l0, f0) = (cpu_seconds(leader.pid()), cpu_seconds(follower.pid()));
+        let t = Instant::now();
+        tokio::time::sleep(STEADY).await;
+        let secs = t.elapsed().as_secs_f64();
+        let (l1, f1) = (cpu_seconds(leader.pid()), cpu_seconds(follower.pid()));
+        let after = lag_buckets(&c).await;
+        (row.heartbeat_p99_ms, row.heartbeats) = p99(&before, &after);
+        row.cpu_pct = (l1 - l0) / secs * 100.0;
+        row.rss_mib = rss_mib(leader.pid());
+        let follower_cpu = (f1 - f0) / secs * 100.0;
+        let follower_rss = rss_mib(follower.pid());
+        println!(
+            "{n} hosts, 2 replicas on PostgreSQL: linked in {:.1} s; leader {:.1}% CPU {:.0} MiB; \
+             follower {follower_cpu:.1}% CPU {follower_rss:.0} MiB; heartbeat p99 <= {} ms ({} beats)",
+            row.link_s, row.cpu_pct, row.rss_mib, row.heartbeat_p99_ms, row.heartbeats
+        );
+        json!({"hosts": n, "linkS": row.link_s, "leaderCpuPct": row.cpu_pct,
+            "leaderRssMib": row.rss_mib, "followerCpuPct": follower_cpu,
+            "followerRssMib": follower_rss, "heartbeatP99Ms": row.heartbeat_p99_ms,
+            "heartbeats": row.heartbeats})
+    })
 }
