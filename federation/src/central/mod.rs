@@ -252,6 +252,8 @@ pub struct Central {
     audit_done: tokio::sync::Notify,
     /// Every replica's URL (empty for a lone central), told to hosts in Welcome.
     replicas: Mutex<Vec<String>>,
+    /// Sync changes waiting for the next write (group commit): (subject, message).
+    pending_sync: Mutex<Vec<(String, String)>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -296,6 +298,7 @@ impl Central {
             audit_run: Mutex::new(None),
             audit_done: tokio::sync::Notify::new(),
             replicas: Mutex::new(Vec::new()),
+            pending_sync: Mutex::new(Vec::new()),
             counters: Counters::default(),
         });
         c.ensure_default_group().await?;
