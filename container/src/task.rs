@@ -96,6 +96,15 @@ pub enum TaskError {
         /// Its containerd namespace.
         namespace: String,
     },
+    /// An exec's stdio pipe could not be made or opened.
+    #[error("exec stdio pipe {path}: {source}")]
+    Stdio {
+        /// The pipe's path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The log file's directory could not be made.
     #[error("log file {path}: {source}")]
     Log {
@@ -603,91 +612,5 @@ impl Client {
                 labels: c.labels,
             })
             .collect())
-    }
-}
-
-impl Client {
-    /// Run `argv` inside the running container `id` (same user, env and cwd as its main
-    /// process); returns the exit status and the combined stdout+stderr.
-    pub async fn exec(
-        &self,
-        id: &str,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<(u32, Vec<u8>), TaskError> {
-        use containerd_client::services::v1::{DeleteProcessRequest, ExecProcessRequest};
-        let req = self.req(GetContainerRequest { id: id.to_string() });
-        let container = self
-            .call("Containers.Get", id, self.containers().get(req))
-            .await?
-            .container
-            .unwrap_or_default();
-        let spec: serde_json::Value = container
-            .spec
-            .map(|a| serde_json::from_slice(&a.value).unwrap_or_default())
-            .unwrap_or_default();
-        let mut process = spec.get("process").cloned().unwrap_or_default();
-        process["args"] = serde_json::json!(argv);
-        process["terminal"] = serde_json::json!(false);
-        let dir = tempfile::Builder::new()
-            .prefix("roost-exec-")
-            .tempdir()
-            .map_err(|source| TaskError::Log {
-                path: "/tmp/roost-exec-*".into(),
-                source,
-            })?;
-        let out = dir.path().join("out");
-        let uri = format!("file://{}", out.display());
-        let exec_id = format!("exec-{}", crate::client::unique_suffix());
-        let req = self.req(ExecProcessRequest {
-            container_id: id.to_string(),
-            stdin: String::new(),
-            stdout: uri.clone(),
-            stderr: uri,
-            terminal: false,
-            spec: Some(prost_types::Any {
-                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-                value: serde_json::to_vec(&process).unwrap_or_default(),
-            }),
-            exec_id: exec_id.clone(),
-        });
-        self.call("Tasks.Exec", id, self.tasks().exec(req)).await?;
-        let result = async {
-            let req = self.req(StartRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.clone(),
-            });
-            self.call("Tasks.Start", id, self.tasks().start(req))
-                .await?;
-            let req = self.req(WaitRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.clone(),
-            });
-            let status = self
-                .call_within("Tasks.Wait", id, timeout, self.tasks().wait(req))
-                .await?
-                .exit_status;
-            Ok::<_, TaskError>(status)
-        }
-        .await;
-        if result.is_err() {
-            let _ = self
-                .tasks()
-                .kill(self.req(KillRequest {
-                    container_id: id.to_string(),
-                    exec_id: exec_id.clone(),
-                    signal: libc::SIGKILL as u32,
-                    all: false,
-                }))
-                .await;
-        }
-        let req = self.req(DeleteProcessRequest {
-            container_id: id.to_string(),
-            exec_id,
-        });
-        let _ = self.tasks().delete_process(req).await;
-        let status = result?;
-        let output = std::fs::read(&out).unwrap_or_default();
-        Ok((status, output))
     }
 }

@@ -22,7 +22,7 @@ where
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
     Ok(sender)
 }
@@ -198,10 +198,23 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "roost");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         let mut sender = match &self.target {
             Target::Unix(socket) => {
                 let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
@@ -272,6 +285,47 @@ impl Client {
             body,
             content_type,
         })
+    }
+
+    /// A POST that asks to switch the connection to `protocol`: the upgraded
+    /// connection on `101`, else the daemon's answer (an error body).
+    pub async fn upgrade(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        protocol: &str,
+    ) -> Result<Result<TokioIo<hyper::upgrade::Upgraded>, Reply>, ClientError> {
+        let res = self
+            .send_with(
+                Method::POST,
+                path,
+                Some(body),
+                &[("connection", "upgrade"), ("upgrade", protocol)],
+            )
+            .await?;
+        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = res.status();
+            let content_type = res
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?
+                .to_bytes();
+            return Ok(Err(Reply {
+                status,
+                body,
+                content_type,
+            }));
+        }
+        let up = hyper::upgrade::on(res)
+            .await
+            .map_err(|e| ClientError::Http(format!("the connection did not switch: {e}")))?;
+        Ok(Ok(TokioIo::new(up)))
     }
 
     /// A streamed GET: calls `chunk` for every piece of body as it arrives.

@@ -226,15 +226,70 @@ pub trait Driver: Send + Sync + 'static {
         workload: &str,
         known: Option<&TaskHandle>,
     ) -> Result<Vec<TaskHandle>, DriverError>;
+
+    /// The exec ability, when this driver has it.
+    fn as_exec(&self) -> Option<&dyn Exec> {
+        None
+    }
 }
 
-/// Optional ability: run a command inside a running instance.
+/// What `roost exec` asks to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// argv (at least one element).
+    pub argv: Vec<String>,
+    /// Give it a terminal (stdout and stderr merge on it).
+    pub tty: bool,
+    /// Connect its stdin (otherwise it reads /dev/null).
+    pub stdin: bool,
+    /// Initial terminal size (rows, columns), with `tty`.
+    pub size: Option<(u16, u16)>,
+}
+
+/// A pipe end a session reads from.
+pub type ExecReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// A pipe end a session writes to.
+pub type ExecWriter = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// A started exec: its pipes (taken by whoever pumps them) and its control.
+/// Dropping the control before [`ExecControl::wait`] returned kills the process.
+pub struct ExecSession {
+    /// The process's stdin, when asked for; drop it, then [`ExecControl::close_stdin`].
+    pub stdin: Option<ExecWriter>,
+    /// Its stdout (with a tty: everything the terminal shows).
+    pub stdout: Option<ExecReader>,
+    /// Its stderr (none with a tty).
+    pub stderr: Option<ExecReader>,
+    /// Resize and wait.
+    pub control: Box<dyn ExecControl>,
+}
+
+impl std::fmt::Debug for ExecSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSession").finish_non_exhaustive()
+    }
+}
+
+/// Control of a started exec.
 #[async_trait]
-pub trait Exec: Driver {
-    /// Run `argv` in the instance; returns (exit code, combined output).
+pub trait ExecControl: Send + Sync {
+    /// Set the terminal size (rows, columns); only with a tty.
+    async fn resize(&self, rows: u16, cols: u16) -> Result<(), DriverError>;
+    /// End the command's stdin (after the [`ExecSession::stdin`] writer is dropped).
+    async fn close_stdin(&self) -> Result<(), DriverError>;
+    /// Wait for the end and release the process; its output readers then reach
+    /// end-of-file after the last byte. The exit code (128+N for signal N).
+    async fn wait(&self) -> Result<i32, DriverError>;
+}
+
+/// Optional ability: run a command inside a running instance (found through
+/// [`Driver::as_exec`]).
+#[async_trait]
+pub trait Exec: Send + Sync {
+    /// Start `req` in the instance.
     async fn exec(
         &self,
         handle: &TaskHandle,
-        argv: &[String],
-    ) -> Result<(i32, Vec<u8>), DriverError>;
+        req: &ExecRequest,
+    ) -> Result<ExecSession, DriverError>;
 }

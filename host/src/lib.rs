@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod driver;
 pub mod drivers;
 pub mod events;
+pub mod exec_proto;
 pub mod fds;
 pub mod hostinfo;
 pub mod images;

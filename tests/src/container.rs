@@ -186,7 +186,7 @@ pub fn busybox_layer() -> Vec<u8> {
     );
     for applet in [
         "sh", "sleep", "echo", "cat", "true", "false", "id", "ls", "dd", "head", "tail", "trap",
-        "kill", "yes",
+        "kill", "yes", "stty", "nc", "wc", "ip", "hostname",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -586,4 +586,116 @@ fn ldd_paths(bin: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(libs)
+}
+
+/// Serialises setting `ROOST_CONTAINERD_NAMESPACE` and spawning the daemon that
+/// inherits it: under `cargo test` the tests of one binary share one environment.
+pub fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A real `roost host` on the private containerd, in a containerd namespace of the
+/// test's own holding the busybox image: the set-up every daemon-level container
+/// test shares.
+pub struct ContainerDaemon {
+    /// A runtime for the test's own containerd calls.
+    pub rt: tokio::runtime::Runtime,
+    /// The test's namespace (taken by [`ContainerDaemon::finish`]).
+    pub ns: Option<Ns>,
+    /// The daemon.
+    pub d: crate::daemon::Daemon,
+}
+
+impl ContainerDaemon {
+    /// Start one (None, with a SKIP line, without a private containerd); `flags` are
+    /// added to the daemon's own.
+    pub fn start(test: &str, image: &str, flags: &[&str]) -> Option<Self> {
+        let sock = socket()?;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let ns = rt.block_on(async {
+            let ns = Ns::new(&sock, test).await;
+            import_busybox(&ns.client, image).await;
+            ns
+        });
+        let guard = env_lock();
+        std::env::set_var("ROOST_CONTAINERD_NAMESPACE", &ns.name);
+        let mut all = vec![
+            "--containerd-socket",
+            sock.to_str().unwrap(),
+            "--restart-backoff-ms",
+            "100",
+            "--restart-backoff-max-ms",
+            "2000",
+        ];
+        all.extend_from_slice(flags);
+        let d = crate::daemon::Daemon::start_with(&all);
+        drop(guard);
+        Some(Self {
+            rt,
+            ns: Some(ns),
+            d,
+        })
+    }
+
+    /// Restart a daemon that was killed, in the same namespace.
+    pub fn respawn(&mut self) {
+        let _guard = env_lock();
+        std::env::set_var(
+            "ROOST_CONTAINERD_NAMESPACE",
+            &self.ns.as_ref().unwrap().name,
+        );
+        self.d.spawn();
+    }
+
+    /// `roost apply` of a container workload (restart policy `never` unless `extra`
+    /// says otherwise; `extra` is merged into the spec).
+    pub fn apply(
+        &self,
+        name: &str,
+        container: serde_json::Value,
+        extra: serde_json::Value,
+    ) -> std::process::Output {
+        let mut spec = serde_json::json!({"driver": "container", "container": container, "restartPolicy": "never"});
+        if let (Some(s), serde_json::Value::Object(e)) = (spec.as_object_mut(), extra) {
+            s.extend(e);
+        }
+        let doc = serde_json::json!({"apiVersion": "roost.dev/v1", "kind": "Workload", "metadata": {"name": name}, "spec": spec});
+        let f =
+            crate::daemon::write_file(self.d.dir.path(), &format!("{name}.json"), &doc.to_string());
+        self.d.cli(&["apply", "-f", f.to_str().unwrap()])
+    }
+
+    /// The containers and tasks left in the namespace.
+    pub fn containers(&self) -> Vec<(String, String)> {
+        let ns = self.ns.as_ref().unwrap();
+        self.rt
+            .block_on(ns.leftovers())
+            .into_iter()
+            .filter(|(k, _)| k == "container" || k == "task")
+            .collect()
+    }
+
+    /// Remove the workloads, check no container or task is left, drop the namespace.
+    pub fn finish(mut self, names: &[&str]) {
+        for n in names {
+            let out = self.d.cli(&["rm", n]);
+            assert!(out.status.success(), "rm {n}: {out:?}");
+        }
+        crate::wait_until(
+            "every container and task of the test removed",
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_millis(100),
+            || {
+                let left = self.containers();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{left:?}"))
+                }
+            },
+        );
+        let ns = self.ns.take().unwrap();
+        self.rt.block_on(ns.finish());
+    }
 }

@@ -4,93 +4,17 @@
 //! a sleeper within its grace period.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use roost_tests::container::{import_busybox, socket, Ns};
-use roost_tests::daemon::{write_file, Daemon};
+use roost_tests::container::ContainerDaemon;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const IMG: &str = "roost.test/busybox:1";
 const T: Duration = Duration::from_secs(30);
 
-struct Setup {
-    rt: tokio::runtime::Runtime,
-    ns: Option<Ns>,
-    d: Daemon,
-}
-
 /// A daemon on the private containerd, in a namespace of this test's own with the
 /// busybox image imported.
-fn setup(test: &str) -> Option<Setup> {
-    let sock = socket()?;
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let ns = rt.block_on(async {
-        let ns = Ns::new(&sock, test).await;
-        import_busybox(&ns.client, IMG).await;
-        ns
-    });
-    // The daemon inherits the namespace from our environment; under `cargo test` the
-    // tests share one process, so setting it and spawning happen under one lock.
-    let guard = env_lock();
-    std::env::set_var("ROOST_CONTAINERD_NAMESPACE", &ns.name);
-    let d = Daemon::start_with(&[
-        "--containerd-socket",
-        sock.to_str().unwrap(),
-        "--restart-backoff-ms",
-        "100",
-        "--restart-backoff-max-ms",
-        "2000",
-    ]);
-    drop(guard);
-    Some(Setup {
-        rt,
-        ns: Some(ns),
-        d,
-    })
-}
-
-fn env_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Setup {
-    fn apply(&self, name: &str, container: Value, extra: Value) -> std::process::Output {
-        let mut spec =
-            json!({"driver": "container", "container": container, "restartPolicy": "never"});
-        if let (Some(s), Value::Object(e)) = (spec.as_object_mut(), extra) {
-            s.extend(e);
-        }
-        let doc = json!({"apiVersion": "roost.dev/v1", "kind": "Workload", "metadata": {"name": name}, "spec": spec});
-        let f = write_file(self.d.dir.path(), &format!("{name}.json"), &doc.to_string());
-        self.d.cli(&["apply", "-f", f.to_str().unwrap()])
-    }
-
-    fn containers(&self) -> Vec<(String, String)> {
-        let ns = self.ns.as_ref().unwrap();
-        self.rt
-            .block_on(ns.leftovers())
-            .into_iter()
-            .filter(|(k, _)| k == "container" || k == "task")
-            .collect()
-    }
-
-    fn finish(mut self, names: &[&str]) {
-        for n in names {
-            let out = self.d.cli(&["rm", n]);
-            assert!(out.status.success(), "rm {n}: {out:?}");
-        }
-        let t = Instant::now();
-        while !self.containers().is_empty() && t.elapsed() < T {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert!(
-            self.containers().is_empty(),
-            "leaked: {:?}",
-            self.containers()
-        );
-        let ns = self.ns.take().unwrap();
-        self.rt.block_on(ns.finish());
-    }
+fn setup(test: &str) -> Option<ContainerDaemon> {
+    ContainerDaemon::start(test, IMG, &[])
 }
 
 #[test]
@@ -172,11 +96,7 @@ fn daemon_sigkill_and_restart_readopts_the_running_container() {
         s.rt.block_on(client.state("sleeper-1")).unwrap(),
         roost_container::task::State::Running
     );
-    {
-        let _guard = env_lock();
-        std::env::set_var("ROOST_CONTAINERD_NAMESPACE", &s.ns.as_ref().unwrap().name);
-        s.d.spawn();
-    }
+    s.respawn();
     let v = s.d.wait_phase("sleeper", "running", T);
     assert_eq!(
         v["status"]["instance"], instance,
@@ -186,14 +106,9 @@ fn daemon_sigkill_and_restart_readopts_the_running_container() {
         s.rt.block_on(client.pids("sleeper-1")).unwrap(),
         pids_before
     );
-    // `roost exec` runs inside the re-adopted container.
-    let sock = socket().unwrap();
+    // `roost exec` runs inside the re-adopted container, through the daemon.
     let out = s.d.cli(&[
         "exec",
-        "--containerd-socket",
-        sock.to_str().unwrap(),
-        "--namespace",
-        &s.ns.as_ref().unwrap().name,
         "sleeper",
         "--",
         "sh",

@@ -1,6 +1,7 @@
 //! The daemon's HTTP/JSON API: a thin front end. Each handler parses, calls the
 //! supervisor, and renders; every error is `{error, details[]}`.
 
+mod exec;
 mod handlers;
 mod images;
 pub use images::ImageNames;
@@ -134,6 +135,12 @@ impl From<SupervisorError> for ApiError {
             // now: not admitted here (the message says what is missing and the fix).
             SupervisorError::Unavailable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SupervisorError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            SupervisorError::NotRunning { .. } => StatusCode::CONFLICT,
+            SupervisorError::Driver(d) => match d {
+                crate::driver::DriverError::Spec { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                crate::driver::DriverError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                crate::driver::DriverError::Op { .. } => StatusCode::BAD_GATEWAY,
+            },
             SupervisorError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
@@ -158,6 +165,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/workloads/{name}/stop", post(handlers::stop))
         .route("/v1/workloads/{name}/start", post(handlers::start))
         .route("/v1/workloads/{name}/logs", get(stream::logs))
+        .route("/v1/workloads/{name}/exec", post(exec::exec))
         .route("/v1/apply", post(handlers::apply))
         .route("/v1/images", get(images::list))
         .route("/v1/images/pull", post(images::pull))

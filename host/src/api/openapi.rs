@@ -42,6 +42,7 @@ fn build() -> Value {
         json!({"type": "array", "items": g.subschema_for::<crate::images::ImageInfo>().to_value()});
     let image_names = g.subschema_for::<super::ImageNames>().to_value();
     let pull_req = g.subschema_for::<crate::images::PullRequest>().to_value();
+    let exec_req = g.subschema_for::<crate::exec_proto::ExecBody>().to_value();
     let mut schemas = g.take_definitions(true);
     schemas.insert(
         "ErrorBody".into(),
@@ -104,6 +105,22 @@ fn build() -> Value {
                 "get": {"operationId": "workloadLogs", "summary": "Output of a workload (streamed with follow)",
                         "responses": {"200": {"description": "Log text", "content": {"text/plain": {"schema": {"type": "string"}}}},
                                       "400": err("Bad query"), "404": err("No such workload")}}
+            },
+            "/v1/workloads/{name}/exec": {
+                "parameters": [name_param(),
+                    {"name": "Connection", "in": "header", "required": true, "schema": {"type": "string", "enum": ["Upgrade"]}},
+                    {"name": "Upgrade", "in": "header", "required": true, "schema": {"type": "string", "enum": [crate::exec_proto::PROTOCOL]}}],
+                "post": {"operationId": "execInWorkload",
+                         "summary": "Run a command inside the workload's running instance (container workloads). The connection switches to the roost-exec.v1 frame protocol: [kind u8][length u32 BE][payload]; client→daemon 0 stdin, 3 stdin-eof, 4 resize (rows u16, cols u16); daemon→client 1 stdout, 2 stderr, then 5 exit (i32) or 6 error (text)",
+                         "requestBody": {"required": true, "content": {"application/json": {"schema": exec_req}}},
+                         "responses": {"101": {"description": "Switching to the exec frame protocol"},
+                                       "400": err("No upgrade headers, or a body that is not an exec request"),
+                                       "404": err("No such workload"),
+                                       "409": err("The workload has no running instance"),
+                                       "413": err("Body over 1 MiB"),
+                                       "422": err("A bad field (every problem in details), or its driver cannot exec"),
+                                       "502": err("The driver failed to start the command"),
+                                       "503": err("The driver's backend (containerd) is down, or the daemon is shutting down")}}
             },
             "/v1/apply": {
                 "post": {"operationId": "applySet", "summary": "Make the host match a desired set (idempotent)",

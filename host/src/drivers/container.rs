@@ -4,11 +4,13 @@
 //! after a daemon restart, and `Tasks.Wait` from the new daemon still sees their exit.
 
 use crate::driver::{
-    Driver, DriverError, Exec, ExitInfo, InstanceId, Placement, StartRequest, TaskHandle, TaskState,
+    Driver, DriverError, Exec, ExecControl, ExecReader, ExecRequest, ExecSession, ExecWriter,
+    ExitInfo, InstanceId, Placement, StartRequest, TaskHandle, TaskState,
 };
 use crate::spec::{ContainerSpec, DriverKind, RtPolicy as SpecRtPolicy, WorkloadSpec};
 use async_trait::async_trait;
 use roost_container::cgroup::CgroupV1;
+use roost_container::exec::{ExecOptions, ExecProcess};
 use roost_container::spec::{BindMount, Resources, RtPolicy, RunSpec};
 use roost_container::task::{CheckError, Exit, State, TaskError, LABEL_WORKLOAD};
 use roost_container::Client;
@@ -437,6 +439,10 @@ impl Driver for ContainerDriver {
         out.sort_by_key(|h| h.id.instance);
         Ok(out)
     }
+
+    fn as_exec(&self) -> Option<&dyn Exec> {
+        Some(self)
+    }
 }
 
 #[async_trait]
@@ -444,14 +450,54 @@ impl Exec for ContainerDriver {
     async fn exec(
         &self,
         handle: &TaskHandle,
-        argv: &[String],
-    ) -> Result<(i32, Vec<u8>), DriverError> {
+        req: &ExecRequest,
+    ) -> Result<ExecSession, DriverError> {
         let d = Self::data(handle)?;
-        self.client
-            .exec(&d.container_id, argv, Duration::from_secs(300))
+        let opts = ExecOptions {
+            argv: req.argv.clone(),
+            tty: req.tty,
+            stdin: req.stdin,
+            size: req.size,
+        };
+        let mut p = self
+            .client
+            .exec_start(&d.container_id, &opts)
             .await
-            .map(|(status, out)| (status as i32, out))
-            .map_err(|e| task_err("exec", &d.container_id, e, None))
+            .map_err(|e| task_err("exec", &d.container_id, e, None))?;
+        Ok(ExecSession {
+            stdin: p.stdin.take().map(|w| Box::new(w) as ExecWriter),
+            stdout: p.stdout.take().map(|r| Box::new(r) as ExecReader),
+            stderr: p.stderr.take().map(|r| Box::new(r) as ExecReader),
+            control: Box::new(ContainerExec(p)),
+        })
+    }
+}
+
+/// A container exec's control: the process itself, its pipes taken.
+struct ContainerExec(ExecProcess);
+
+#[async_trait]
+impl ExecControl for ContainerExec {
+    async fn resize(&self, rows: u16, cols: u16) -> Result<(), DriverError> {
+        self.0
+            .resize(rows, cols)
+            .await
+            .map_err(|e| task_err("resize", "exec", e, None))
+    }
+
+    async fn close_stdin(&self) -> Result<(), DriverError> {
+        self.0
+            .close_stdin()
+            .await
+            .map_err(|e| task_err("close stdin", "exec", e, None))
+    }
+
+    async fn wait(&self) -> Result<i32, DriverError> {
+        self.0
+            .wait()
+            .await
+            .map(|s| i32::try_from(s).unwrap_or(i32::MAX))
+            .map_err(|e| task_err("exec", "exec", e, None))
     }
 }
 

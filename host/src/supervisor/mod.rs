@@ -70,6 +70,18 @@ pub enum SupervisorError {
     /// The daemon is shutting down (503).
     #[error("the daemon is shutting down; try again when it is back")]
     ShuttingDown,
+    /// The workload has no running instance to act on (409).
+    #[error("workload `{name}` has no running instance (phase `{phase}`); `roost start {name}` starts it")]
+    NotRunning {
+        /// Workload name.
+        name: String,
+        /// Its phase now.
+        phase: String,
+    },
+    /// The driver failed the operation (502; 422 for a spec problem, 503 when its
+    /// backend is down).
+    #[error(transparent)]
+    Driver(#[from] crate::driver::DriverError),
 }
 
 enum Msg {
@@ -214,6 +226,29 @@ impl Supervisor {
                     .unwrap_or("it is not built into this daemon yet")
             ))
         })
+    }
+
+    /// Start a command inside `name`'s running instance (`roost exec`).
+    pub async fn exec(
+        &self,
+        name: &str,
+        req: &crate::driver::ExecRequest,
+    ) -> Result<crate::driver::ExecSession, SupervisorError> {
+        let rec = self.get(name)?;
+        let Some(handle) = rec.status.handle.clone() else {
+            return Err(SupervisorError::NotRunning {
+                name: name.to_string(),
+                phase: rec.status.phase.as_str().to_string(),
+            });
+        };
+        let driver = self.driver(handle.driver)?;
+        let Some(exec) = driver.as_exec() else {
+            return Err(SupervisorError::Unavailable(format!(
+                "workload `{name}` runs under driver `{}`, which cannot run commands inside its instances; only container workloads take `roost exec`",
+                handle.driver.as_str()
+            )));
+        };
+        Ok(exec.exec(&handle, req).await?)
     }
 
     /// Every workload, by name.

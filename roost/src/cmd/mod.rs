@@ -8,6 +8,7 @@ pub mod host_config;
 pub mod image;
 pub mod probe;
 pub mod sim;
+mod tty;
 pub mod vmm;
 
 /// An error and its causes on one line: `what failed: because: because`.
