@@ -375,6 +375,10 @@ pub fn build_drivers(
         // The shim runs this binary as the container log copier (`roost container-log`).
         Ok(d) => {
             let client = d.client().clone();
+            let d = match &attach {
+                Some(a) => d.with_platform(Arc::clone(a)),
+                None => d,
+            };
             drivers.push(Arc::new(match &exe {
                 Ok(exe) => d.with_log_helper(exe.clone()),
                 Err(_) => d,

@@ -308,6 +308,12 @@ impl CgroupAttach for Attacher {
             .map_err(|e| chain(&e))
     }
 
+    fn to_platform(&self, id: u32, thread: bool) -> Result<(), String> {
+        self.backend
+            .attach(&self.home, id, thread)
+            .map_err(|e| chain(&e))
+    }
+
     fn spawn_in(
         &self,
         cgroup_path: &str,

@@ -6,7 +6,7 @@ use roost_host_config::{HostPlan, Profile, Topology};
 use roost_scheduler::cgroup::v1::V1;
 use roost_scheduler::cgroup::{CgroupBackend, Tree};
 use roost_scheduler::Scheduler;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A private cgroup v1 tree and a scheduler over this host; dropping it removes every
 /// cgroup it created.
@@ -73,4 +73,61 @@ pub fn cgroup_exists(rel: &str) -> bool {
     ["cpu", "cpuset", "memory"]
         .iter()
         .any(|c| Path::new("/sys/fs/cgroup").join(c).join(rel).exists())
+}
+
+/// The cgroup path of `pid` in v1 controller `ctrl` (`cpu` matches `cpu,cpuacct`).
+pub fn cgroup_of(pid: u32, ctrl: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == ctrl)
+                .then(|| path.to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// A field of `/proc/PID/status`, trimmed (empty when absent).
+pub fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// The private containerd `make test` started (ci/containerd.sh writes its pid
+/// beside the socket).
+pub fn containerd() -> Option<(String, u32)> {
+    let sock = std::env::var("ROOST_TEST_CONTAINERD_SOCKET").ok()?;
+    let pidfile = Path::new(&sock).parent()?.join("containerd.pid");
+    let pid = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    Some((sock, pid))
+}
+
+/// Removes the test's cgroup tree, after moving containerd back to the root groups.
+pub struct Cleanup {
+    /// The tree's prefix.
+    pub prefix: String,
+    /// containerd's pid, when the test moved it.
+    pub containerd: Option<u32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.containerd {
+            for c in ["cpuset", "cpu", "memory"] {
+                let p = PathBuf::from("/sys/fs/cgroup").join(c).join("cgroup.procs");
+                let _ = std::fs::write(p, pid.to_string());
+            }
+        }
+        if let Ok(v1) = V1::discover(Path::new("/proc"), &self.prefix) {
+            if let Err(e) = v1.teardown() {
+                eprintln!("cleanup of cgroup tree {} failed: {e}", self.prefix);
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ use crate::driver::{
     Driver, DriverError, Exec, ExecControl, ExecReader, ExecRequest, ExecSession, ExecWriter,
     ExitInfo, InstanceId, Placement, StartRequest, TaskHandle, TaskState,
 };
+use crate::drivers::process::{children_of, parent_of, CgroupAttach};
 use crate::spec::{ContainerSpec, DriverKind, RtPolicy as SpecRtPolicy, WorkloadSpec};
 use async_trait::async_trait;
 use roost_container::cgroup::CgroupV1;
@@ -15,6 +16,7 @@ use roost_container::spec::{BindMount, Resources, RtPolicy, RunSpec};
 use roost_container::task::{CheckError, Exit, State, TaskError, LABEL_WORKLOAD};
 use roost_container::Client;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Label with the instance number.
@@ -27,6 +29,7 @@ const DEFAULT_CGROUP_PARENT: &str = "/roost/containers";
 pub struct ContainerDriver {
     client: Client,
     cgroups: CgroupV1,
+    platform: Option<Arc<dyn CgroupAttach>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -51,6 +54,7 @@ impl ContainerDriver {
         Ok(Self {
             client,
             cgroups: CgroupV1::default(),
+            platform: None,
         })
     }
 
@@ -62,6 +66,7 @@ impl ContainerDriver {
         Ok(Self {
             client,
             cgroups: CgroupV1::default(),
+            platform: None,
         })
     }
 
@@ -74,7 +79,47 @@ impl ContainerDriver {
 
     /// A driver over an existing client and cgroup root (tests use their own namespace).
     pub fn with_client(client: Client, cgroups: CgroupV1) -> Self {
-        Self { client, cgroups }
+        Self {
+            client,
+            cgroups,
+            platform: None,
+        }
+    }
+
+    /// Keep each container's shim and log copier on the platform cores through
+    /// `attach` (a shim is born where containerd is, which may not be there yet).
+    pub fn with_platform(mut self, attach: Arc<dyn CgroupAttach>) -> Self {
+        self.platform = Some(attach);
+        self
+    }
+
+    /// Move the shim serving container `id`, and its helpers (the log copier), onto
+    /// the platform cores; the container's own processes stay in their cgroup.
+    async fn shim_to_platform(&self, id: &str) {
+        let Some(a) = &self.platform else { return };
+        let Ok(pids) = self.client.pids(id).await else {
+            return;
+        };
+        let proc_root = Path::new("/proc");
+        // The shim is the parent of the container's processes that is not one of them.
+        let Some(shim) = pids
+            .iter()
+            .filter_map(|&p| parent_of(proc_root, p))
+            .find(|pp| !pids.contains(pp))
+        else {
+            return;
+        };
+        let mut moving = vec![shim];
+        moving.extend(
+            children_of(proc_root, shim)
+                .into_iter()
+                .filter(|c| !pids.contains(c)),
+        );
+        for pid in moving {
+            if let Err(e) = a.to_platform(pid, false) {
+                tracing::warn!(container = %id, pid, error = %e, "could not move a shim process onto the platform cores");
+            }
+        }
     }
 
     /// The client (for tools and tests).
@@ -299,6 +344,7 @@ impl Driver for ContainerDriver {
             .run(&run, &self.cgroups)
             .await
             .map_err(|e| task_err("start", &key, e, Some(c)))?;
+        self.shim_to_platform(&key).await;
         Self::handle(
             req.id.clone(),
             Data {
@@ -428,6 +474,9 @@ impl Driver for ContainerDriver {
                 }
             }
             tracing::info!(container = %f.id, state = ?st, "re-adopted container");
+            if matches!(st, State::Running | State::Paused) {
+                self.shim_to_platform(&f.id).await;
+            }
             out.push(Self::handle(
                 id,
                 Data {

@@ -130,6 +130,48 @@ pub trait CgroupAttach: Send + Sync + std::fmt::Debug {
     fn spawn_in(&self, cgroup_path: &str, cmd: Command) -> Result<Child, SpawnError> {
         spawn_then_attach(cmd, |pid| self.attach(cgroup_path, pid))
     }
+
+    /// Move `id` onto the platform cores (the platform cgroup): a whole process, or
+    /// with `thread` one thread (cpuset and cpu only; memory is per process). For
+    /// what serves workloads without being one: containerd's shims, log copiers, a
+    /// VM monitor's helper threads. Default: nothing (not enforcing).
+    fn to_platform(&self, _id: u32, _thread: bool) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The parent pid of `pid` (`/proc/PID/stat` field 4), when it still exists.
+pub fn parent_of(proc_root: &std::path::Path, pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: skip past the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every process whose parent is `pid`.
+pub fn children_of(proc_root: &std::path::Path, pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&c| parent_of(proc_root, c) == Some(pid))
+        .collect()
+}
+
+/// The threads of `pid` whose name (`comm`) does not start with `keep_prefix`.
+pub fn threads_except(proc_root: &std::path::Path, pid: u32, keep_prefix: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(proc_root.join(pid.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|t| {
+            !std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .starts_with(keep_prefix)
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// Start `cmd` where the caller is, then move the process with `attach`.

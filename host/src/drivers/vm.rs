@@ -9,7 +9,8 @@ use crate::driver::{
     Driver, DriverError, ExitInfo, InstanceId, StartRequest, TaskHandle, TaskState,
 };
 use crate::drivers::process::{
-    exit_of_wait_status, host_id, marked, reap, spawn_placed, CgroupAttach, ProcId, SpawnError,
+    exit_of_wait_status, host_id, marked, reap, spawn_placed, threads_except, CgroupAttach, ProcId,
+    SpawnError,
 };
 use crate::spec::{DriverKind, RtPolicy, VmSpec, WorkloadSpec};
 use async_trait::async_trait;
@@ -358,6 +359,16 @@ impl Driver for VmDriver {
                 Err(e) => {
                     kill();
                     return Err(op(format!("PUT {path}: {e}")));
+                }
+            }
+        }
+        // Only the vCPUs belong on the workload's cores: the monitor's other threads
+        // (main, API; the helpers the API thread starts later are born beside it)
+        // move onto the platform cores.
+        if let Some(a) = &self.cgroups {
+            for tid in threads_except(Path::new("/proc"), pid as u32, "vcpu") {
+                if let Err(e) = a.to_platform(tid, true) {
+                    tracing::warn!(instance = %req.id.key(), tid, error = %e, "a VM monitor thread could not move onto the platform cores");
                 }
             }
         }
