@@ -7,6 +7,7 @@ APT_PACKAGES=(
   containerd runc protobuf-compiler busybox-static
   rt-tests stress-ng time qemu-system-x86 skopeo docker-registry
   iproute2 binutils gcc python3 openssl ca-certificates
+  containernetworking-plugins iptables
   chromium chromium-driver
 )
 

@@ -7,12 +7,14 @@
 //! - [`image`]: import, pull, unpack, list, remove; reading files of an image.
 //! - [`spec`]: the OCI runtime spec from a [`spec::RunSpec`].
 //! - [`task`]: create, start, wait, stop, delete, recover.
+//! - [`cni`]: a container's own network namespace on a bridge (CNI plugins).
 //! - [`exec`]: a command inside a running container, stdio streamed (tty or not).
 //! - [`logcopy`]: the log copier the shim runs (`roost container-log`).
 //! - [`cgroup`]: the v1 cgroup files Roost reads and writes (rt budgets, OOM, cpuset).
 
 pub mod cgroup;
 pub mod client;
+pub mod cni;
 pub mod content;
 pub mod exec;
 pub mod image;

@@ -79,6 +79,23 @@ pub struct RunSpec {
     pub log_path: PathBuf,
     /// Labels put on the containerd container (Roost finds its own by them).
     pub labels: BTreeMap<String, String>,
+    /// A network namespace to join (made by [`crate::cni`]); none = the host's network.
+    pub netns: Option<PathBuf>,
+}
+
+/// pid, ipc, uts and mount namespaces of its own; the network namespace at `netns`
+/// when given (its own network), else none (the host's network).
+fn namespaces(netns: Option<&std::path::Path>) -> serde_json::Value {
+    let mut ns = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if let Some(p) = netns {
+        ns.push(json!({"type": "network", "path": p}));
+    }
+    serde_json::Value::Array(ns)
 }
 
 /// The process argv: Docker's rule — a given command replaces the entrypoint and drops
@@ -245,10 +262,7 @@ pub fn runtime_spec(
         "linux": {
             "cgroupsPath": run.cgroup_path,
             "resources": resources(&run.resources),
-            // No network namespace: Roost has no CNI yet; containers share the host's.
-            "namespaces": [
-                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
-            ],
+            "namespaces": namespaces(run.netns.as_deref()),
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",

@@ -63,6 +63,10 @@ pub struct HostConfig {
     /// How often the light latency probe reported to central runs, e.g. `10s`
     /// (default 10s; `off` = never). Only a host joined to a central runs it.
     pub latency_probe: Option<String>,
+    /// The Linux bridge `network: bridge` containers join (default `roost0`).
+    pub bridge: Option<String>,
+    /// The bridge's IPv4 subnet (default `10.88.0.0/16`).
+    pub bridge_subnet: Option<String>,
 }
 
 /// A config problem: the daemon exits 64 without binding anything.
@@ -136,6 +140,8 @@ impl HostConfig {
             heartbeat: self.heartbeat.or(other.heartbeat),
             upgrade_deadline: self.upgrade_deadline.or(other.upgrade_deadline),
             latency_probe: self.latency_probe.or(other.latency_probe),
+            bridge: self.bridge.or(other.bridge),
+            bridge_subnet: self.bridge_subnet.or(other.bridge_subnet),
         }
     }
 
@@ -256,7 +262,37 @@ impl HostConfig {
                 }
             },
         };
+        let bridge = self.bridge.clone().unwrap_or_else(|| "roost0".into());
+        if bridge.is_empty()
+            || bridge.len() > 15
+            || !bridge
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(ConfigError::Field {
+                field: "bridge",
+                message: format!("`{bridge}` is not an interface name; use 1-15 letters, digits, '-', '_' or '.'"),
+            });
+        }
+        let bridge_subnet = self
+            .bridge_subnet
+            .clone()
+            .unwrap_or_else(|| "10.88.0.0/16".into());
+        let subnet_ok = bridge_subnet.split_once('/').is_some_and(|(a, p)| {
+            a.parse::<std::net::Ipv4Addr>().is_ok()
+                && p.parse::<u8>().is_ok_and(|p| (8..=30).contains(&p))
+        });
+        if !subnet_ok {
+            return Err(ConfigError::Field {
+                field: "bridge-subnet",
+                message: format!(
+                    "`{bridge_subnet}` is not an IPv4 subnet of /8 to /30, e.g. 10.88.0.0/16"
+                ),
+            });
+        }
         Ok(Resolved {
+            bridge,
+            bridge_subnet,
             upgrade_deadline,
             uplink: crate::uplink::UplinkConfig {
                 join: self.join.clone(),
@@ -306,6 +342,10 @@ pub struct Resolved {
     pub uplink: crate::uplink::UplinkConfig,
     /// How long a daemon re-executed into a new release has to become healthy.
     pub upgrade_deadline: Duration,
+    /// The bridge for `network: bridge` containers.
+    pub bridge: String,
+    /// Its subnet.
+    pub bridge_subnet: String,
 }
 
 /// How the daemon ended.
@@ -337,22 +377,28 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// What [`build_drivers`] builds.
+pub struct Drivers {
+    /// The drivers this daemon offers.
+    pub drivers: Vec<Arc<dyn Driver>>,
+    /// Why the others are missing.
+    pub missing: HashMap<DriverKind, String>,
+    /// The image service over the containerd the container driver uses.
+    pub images: crate::images::Images,
+    /// The container driver, when there is one (for the network sweep at start).
+    pub container: Option<Arc<crate::drivers::container::ContainerDriver>>,
+}
+
 /// The drivers this daemon offers, why the others are missing, and the image
 /// service over the containerd the container driver uses.
-pub fn build_drivers(
-    cfg: &Resolved,
-    attach: Option<Arc<dyn CgroupAttach>>,
-) -> (
-    Vec<Arc<dyn Driver>>,
-    HashMap<DriverKind, String>,
-    crate::images::Images,
-) {
+pub fn build_drivers(cfg: &Resolved, attach: Option<Arc<dyn CgroupAttach>>) -> Drivers {
     let mut mock = MockDriver::new(&cfg.state_dir);
     if let Some(a) = &attach {
         mock = mock.with_cgroups(Arc::clone(a));
     }
     let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(mock)];
     let mut missing = HashMap::new();
+    let mut container = None;
     let exe = std::env::current_exe();
     match &exe {
         Ok(exe) => {
@@ -379,10 +425,20 @@ pub fn build_drivers(
                 Some(a) => d.with_platform(Arc::clone(a)),
                 None => d,
             };
-            drivers.push(Arc::new(match &exe {
+            let d = d.with_network(roost_container::cni::Cni {
+                plugin_dir: PathBuf::from(roost_container::cni::DEFAULT_PLUGIN_DIR),
+                network: "roost".into(),
+                bridge: cfg.bridge.clone(),
+                subnet: cfg.bridge_subnet.clone(),
+                ipam_dir: cfg.state_dir.join("cni"),
+                netns_dir: cfg.state_dir.join("netns"),
+            });
+            let d = Arc::new(match &exe {
                 Ok(exe) => d.with_log_helper(exe.clone()),
                 Err(_) => d,
-            }));
+            });
+            container = Some(Arc::clone(&d));
+            drivers.push(d);
             Ok(client)
         }
         Err(e) => {
@@ -391,7 +447,12 @@ pub fn build_drivers(
         }
     };
     let images = crate::images::Images::new(images, &cfg.state_dir.join("images"));
-    (drivers, missing, images)
+    Drivers {
+        drivers,
+        missing,
+        images,
+        container,
+    }
 }
 
 /// The admission backend: the real-time-aware scheduler over this host's topology
@@ -480,7 +541,20 @@ pub async fn run(cfg: Resolved, ready: impl FnOnce(&Resolved)) -> Result<Exit, D
     let writer = Writer::spawn(store.clone());
     let events = EventBus::new(store.clone(), writer.clone())?;
     let (admission, attach) = build_admission(&cfg).await?;
-    let (drivers, missing, images) = build_drivers(&cfg, attach);
+    let Drivers {
+        drivers,
+        missing,
+        images,
+        container,
+    } = build_drivers(&cfg, attach);
+    // Addresses of containers that died while no daemon watched, before anything
+    // starts (a start racing the sweep could lose its fresh address).
+    if let Some(c) = &container {
+        let released = c.sweep_networks().await;
+        if !released.is_empty() {
+            tracing::info!(containers = ?released, "released the networks of containers that no longer run");
+        }
+    }
     let mut scfg = SupervisorConfig::new(cfg.state_dir.clone());
     scfg.backoff_base = cfg.backoff_base;
     scfg.backoff_max = cfg.backoff_max;

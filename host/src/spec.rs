@@ -117,6 +117,60 @@ pub struct ContainerSpec {
     /// Bind mounts from the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// `host` (the host's network, the default) or `bridge` (a network namespace of
+    /// its own on the host's bridge, through the CNI plugins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
+    /// Ports published on the host (needs `network: bridge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+}
+
+/// A container's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// The host's network namespace.
+    #[default]
+    Host,
+    /// Its own namespace on Roost's bridge (an address from host-local IPAM).
+    Bridge,
+}
+
+/// A published port: connections to `hostPort` on the host reach `containerPort`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortSpec {
+    /// Port on the host (1-65535).
+    #[schemars(range(min = 1, max = 65535))]
+    pub host_port: u16,
+    /// Port inside the container (1-65535).
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: u16,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A port's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 /// A bind mount from the host into a container.

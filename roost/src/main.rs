@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the per-host daemon (`roost host`), or ask it about the host (`roost host info`).
-    Host(cmd::host::HostArgs),
+    Host(Box<cmd::host::HostArgs>),
     /// Run the central controller that manages subclouds of hosts.
     Central(cmd::central::CentralArgs),
     /// Run one VM's monitor process (one-shot with --kernel, or API mode with --api-sock).
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(hoist_socket(args));
     let result = match cli.command {
-        Command::Host(a) => cmd::host::run(a),
+        Command::Host(a) => cmd::host::run(*a),
         Command::Central(a) => cmd::central::run(a),
         Command::Vmm(a) => cmd::vmm::run(a),
         Command::Probe(a) => cmd::probe::run(a),

@@ -8,9 +8,10 @@ use crate::driver::{
     ExitInfo, InstanceId, Placement, StartRequest, TaskHandle, TaskState,
 };
 use crate::drivers::process::{children_of, parent_of, CgroupAttach};
-use crate::spec::{ContainerSpec, DriverKind, RtPolicy as SpecRtPolicy, WorkloadSpec};
+use crate::spec::{ContainerSpec, DriverKind, NetworkMode, RtPolicy as SpecRtPolicy, WorkloadSpec};
 use async_trait::async_trait;
 use roost_container::cgroup::CgroupV1;
+use roost_container::cni::{Cni, CniError, PortMapping};
 use roost_container::exec::{ExecOptions, ExecProcess};
 use roost_container::spec::{BindMount, Resources, RtPolicy, RunSpec};
 use roost_container::task::{CheckError, Exit, State, TaskError, LABEL_WORKLOAD};
@@ -30,6 +31,7 @@ pub struct ContainerDriver {
     client: Client,
     cgroups: CgroupV1,
     platform: Option<Arc<dyn CgroupAttach>>,
+    cni: Option<Arc<Cni>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -37,6 +39,9 @@ pub struct ContainerDriver {
 struct Data {
     container_id: String,
     cgroup: String,
+    /// On the bridge (its network is released with it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    bridge: bool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> DriverError {
@@ -55,6 +60,7 @@ impl ContainerDriver {
             client,
             cgroups: CgroupV1::default(),
             platform: None,
+            cni: None,
         })
     }
 
@@ -67,6 +73,7 @@ impl ContainerDriver {
             client,
             cgroups: CgroupV1::default(),
             platform: None,
+            cni: None,
         })
     }
 
@@ -83,7 +90,50 @@ impl ContainerDriver {
             client,
             cgroups,
             platform: None,
+            cni: None,
         }
+    }
+
+    /// Give `network: bridge` containers their own namespace on this network.
+    pub fn with_network(mut self, cni: Cni) -> Self {
+        self.cni = Some(Arc::new(cni));
+        self
+    }
+
+    /// Release the network of container `id` (logged, never fatal: a sweep at the
+    /// next daemon start retries what is left).
+    async fn release_network(&self, id: &str) {
+        if let Some(cni) = &self.cni {
+            if let Err(e) = cni.del(id).await {
+                tracing::warn!(container = %id, error = %e, "could not release the container's network");
+            }
+        }
+    }
+
+    /// At daemon start, before anything starts: release every address and network
+    /// namespace held for a container that no longer runs (a daemon that died
+    /// between a start and its record, or before a delete finished). Returns the
+    /// container ids released.
+    pub async fn sweep_networks(&self) -> Vec<String> {
+        let Some(cni) = &self.cni else {
+            return Vec::new();
+        };
+        let mut released = Vec::new();
+        for id in cni.holders() {
+            match self.client.state(&id).await {
+                Ok(State::Running | State::Paused) => continue,
+                Ok(_) => {}
+                // containerd does not answer: leave it for the next start.
+                Err(e) => {
+                    tracing::warn!(error = %e, "network sweep skipped: containerd does not answer");
+                    return released;
+                }
+            }
+            tracing::info!(container = %id, "releasing the network of a container that no longer runs");
+            self.release_network(&id).await;
+            released.push(id);
+        }
+        released
     }
 
     /// Keep each container's shim and log copier on the platform cores through
@@ -227,6 +277,7 @@ fn run_spec(
         ]
         .into_iter()
         .collect(),
+        netns: None,
     }
 }
 
@@ -318,6 +369,25 @@ impl Driver for ContainerDriver {
 
     async fn prepare(&self, name: &str, spec: &WorkloadSpec) -> Result<(), DriverError> {
         let c = container_spec(spec)?;
+        if c.network == Some(NetworkMode::Bridge) {
+            let ok = self.cni.as_ref().map(|n| n.check());
+            match ok {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    return Err(DriverError::Spec {
+                        field: "spec.container.network".into(),
+                        message: e.to_string(),
+                    })
+                }
+                None => {
+                    return Err(DriverError::Spec {
+                        field: "spec.container.network".into(),
+                        message: "this daemon has no container network set up; use `network: host`"
+                            .into(),
+                    })
+                }
+            }
+        }
         let id = InstanceId {
             workload: name.to_string(),
             instance: 0,
@@ -339,17 +409,49 @@ impl Driver for ContainerDriver {
     async fn start(&self, req: &StartRequest) -> Result<TaskHandle, DriverError> {
         let c = container_spec(&req.spec)?;
         let key = req.id.key();
-        let run = run_spec(&req.id, c, &req.spec, &req.placement, req.log_path.clone());
-        self.client
-            .run(&run, &self.cgroups)
-            .await
-            .map_err(|e| task_err("start", &key, e, Some(c)))?;
+        let mut run = run_spec(&req.id, c, &req.spec, &req.placement, req.log_path.clone());
+        let bridge = c.network == Some(NetworkMode::Bridge);
+        if bridge {
+            let cni = self.cni.as_ref().ok_or_else(|| DriverError::Spec {
+                field: "spec.container.network".into(),
+                message: "this daemon has no container network set up; use `network: host`".into(),
+            })?;
+            let ports: Vec<PortMapping> = c
+                .ports
+                .iter()
+                .map(|p| PortMapping {
+                    host_port: p.host_port,
+                    container_port: p.container_port,
+                    protocol: p.protocol.as_str().into(),
+                })
+                .collect();
+            let attached = cni.add(&key, &ports).await.map_err(|e| match e {
+                CniError::Missing { .. } => DriverError::Spec {
+                    field: "spec.container.network".into(),
+                    message: e.to_string(),
+                },
+                e => DriverError::Op {
+                    op: "start",
+                    instance: key.clone(),
+                    reason: e.to_string(),
+                },
+            })?;
+            tracing::info!(container = %key, address = ?attached.address, "on the bridge");
+            run.netns = Some(attached.netns);
+        }
+        if let Err(e) = self.client.run(&run, &self.cgroups).await {
+            if bridge {
+                self.release_network(&key).await;
+            }
+            return Err(task_err("start", &key, e, Some(c)));
+        }
         self.shim_to_platform(&key).await;
         Self::handle(
             req.id.clone(),
             Data {
                 container_id: key,
                 cgroup: run.cgroup_path,
+                bridge,
             },
         )
     }
@@ -382,26 +484,39 @@ impl Driver for ContainerDriver {
             .await
             .map_err(|e| task_err("destroy", &d.container_id, e.into(), None))?;
         match st {
-            State::NotFound => Ok(()),
+            State::NotFound => {
+                if d.bridge {
+                    self.release_network(&d.container_id).await;
+                }
+                Ok(())
+            }
             // Already ended: nothing runs and nothing holds resources the scheduler
             // hands out, so the containerd records (≈40 ms of metadata writes) go in
             // the background and the exit is reported without waiting on them. A
             // daemon that dies first leaves a stopped container that `recover` removes.
             State::Stopped(_) | State::NoTask => {
-                let (client, cgroups, id) =
-                    (self.client.clone(), self.cgroups.clone(), d.container_id);
+                let (this, id, bridge) = (self.clone(), d.container_id, d.bridge);
                 tokio::spawn(async move {
-                    if let Err(e) = client.delete(&id, &cgroups).await {
+                    if let Err(e) = this.client.delete(&id, &this.cgroups).await {
                         tracing::warn!(container = %id, error = %e, "background delete failed");
+                    }
+                    if bridge {
+                        this.release_network(&id).await;
                     }
                 });
                 Ok(())
             }
-            State::Running | State::Paused => self
-                .client
-                .delete(&d.container_id, &self.cgroups)
-                .await
-                .map_err(|e| task_err("destroy", &d.container_id, e, None)),
+            State::Running | State::Paused => {
+                let r = self
+                    .client
+                    .delete(&d.container_id, &self.cgroups)
+                    .await
+                    .map_err(|e| task_err("destroy", &d.container_id, e, None));
+                if d.bridge {
+                    self.release_network(&d.container_id).await;
+                }
+                r
+            }
         }
     }
 
@@ -470,6 +585,13 @@ impl Driver for ContainerDriver {
                     if let Err(e) = self.client.delete(&f.id, &self.cgroups).await {
                         tracing::warn!(container = %f.id, error = %e, "could not remove");
                     }
+                    if self
+                        .cni
+                        .as_ref()
+                        .is_some_and(|c| c.holders().contains(&f.id))
+                    {
+                        self.release_network(&f.id).await;
+                    }
                     continue;
                 }
             }
@@ -480,6 +602,10 @@ impl Driver for ContainerDriver {
             out.push(Self::handle(
                 id,
                 Data {
+                    bridge: self
+                        .cni
+                        .as_ref()
+                        .is_some_and(|c| c.netns_path(&f.id).exists()),
                     container_id: f.id,
                     cgroup,
                 },

@@ -190,6 +190,26 @@ fn container(c: At<'_>, out: &mut Vec<FieldError>) {
             ));
         }
     }
+    let bridge = c.get("network").str() == Some("bridge");
+    let mut published = std::collections::BTreeSet::new();
+    for (i, p) in c.get("ports").list().iter().enumerate() {
+        let p = At(Some(p));
+        if !bridge {
+            out.push(err(
+                format!("spec.container.ports[{i}]"),
+                "publishing a port needs `network: bridge` (with the host's network the container's ports are the host's already)",
+            ));
+        }
+        if let Some(hp) = p.get("hostPort").0.and_then(Value::as_u64) {
+            let proto = p.get("protocol").str().unwrap_or("tcp");
+            if !published.insert((hp, proto)) {
+                out.push(err(
+                    format!("spec.container.ports[{i}].hostPort"),
+                    format!("{hp}/{proto} is published twice; keep one"),
+                ));
+            }
+        }
+    }
     let mut dests = std::collections::BTreeSet::new();
     for (i, m) in c.get("mounts").list().iter().enumerate() {
         let m = At(Some(m));

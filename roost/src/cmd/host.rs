@@ -82,6 +82,12 @@ pub struct DaemonArgs {
     /// File holding the bearer token TCP clients must send.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The Linux bridge `network: bridge` containers join [default: roost0].
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// The bridge's IPv4 subnet [default: 10.88.0.0/16].
+    #[arg(long)]
+    pub bridge_subnet: Option<String>,
     /// containerd's gRPC socket [default: /run/containerd/containerd.sock].
     #[arg(long, env = "ROOST_CONTAINERD_SOCKET")]
     pub containerd_socket: Option<PathBuf>,
@@ -167,6 +173,8 @@ fn run_daemon(a: DaemonArgs) -> anyhow::Result<ExitCode> {
         heartbeat: a.heartbeat,
         upgrade_deadline: a.upgrade_deadline,
         latency_probe: a.latency_probe,
+        bridge: a.bridge,
+        bridge_subnet: a.bridge_subnet,
     };
     let file = match &a.config {
         Some(p) => match HostConfig::from_file(p) {
