@@ -337,7 +337,8 @@ pub(crate) fn unique_suffix() -> String {
 }
 
 /// RFC 3339 UTC time (what containerd's gc.expire label parses).
-pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+/// `t` as an RFC 3339 UTC time to the second, e.g. `2024-02-29T12:34:56Z`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -6,6 +6,7 @@ mod handlers;
 mod images;
 pub use images::ImageNames;
 pub mod openapi;
+pub mod specdoc;
 pub(crate) mod stream;
 
 use crate::supervisor::{Supervisor, SupervisorError};

@@ -524,7 +524,14 @@ pub fn events(a: EventsArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     e.workload.as_str()
                 };
-                let _ = writeln!(out, "{:>6} {:<20} {:<14} {}", e.seq, who, e.kind, e.message);
+                let at = roost_container::client::rfc3339(
+                    std::time::UNIX_EPOCH + Duration::from_millis(e.time_ms),
+                );
+                let _ = writeln!(
+                    out,
+                    "{:>6} {at} {:<20} {:<14} {}",
+                    e.seq, who, e.kind, e.message
+                );
             }
             let _ = out.flush();
         }
