@@ -494,6 +494,17 @@ impl Driver for ContainerDriver {
             // hands out, so the containerd records (≈40 ms of metadata writes) go in
             // the background and the exit is reported without waiting on them. A
             // daemon that dies first leaves a stopped container that `recover` removes.
+            // On the bridge: delete and release before answering, so a daemon
+            // stopped right after leaves no address or port rule behind.
+            State::Stopped(_) | State::NoTask if d.bridge => {
+                let r = self
+                    .client
+                    .delete(&d.container_id, &self.cgroups)
+                    .await
+                    .map_err(|e| task_err("destroy", &d.container_id, e, None));
+                self.release_network(&d.container_id).await;
+                r
+            }
             State::Stopped(_) | State::NoTask => {
                 let (this, id, bridge) = (self.clone(), d.container_id, d.bridge);
                 tokio::spawn(async move {
