@@ -27,6 +27,27 @@ where
     Ok(sender)
 }
 
+/// A response read whole.
+async fn whole(res: hyper::Response<Incoming>) -> Result<Reply, ClientError> {
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        body,
+        content_type,
+    })
+}
+
 /// Client errors say which socket and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -268,23 +289,7 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Reply, ClientError> {
         let res = self.send(method, path, body).await?;
-        let status = res.status();
-        let content_type = res
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            body,
-            content_type,
-        })
+        whole(res).await
     }
 
     /// A POST that asks to switch the connection to `protocol`: the upgraded
@@ -304,23 +309,7 @@ impl Client {
             )
             .await?;
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let status = res.status();
-            let content_type = res
-                .headers()
-                .get(hyper::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let body = res
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ClientError::Http(e.to_string()))?
-                .to_bytes();
-            return Ok(Err(Reply {
-                status,
-                body,
-                content_type,
-            }));
+            return Ok(Err(whole(res).await?));
         }
         let up = hyper::upgrade::on(res)
             .await
