@@ -142,3 +142,17 @@ pub async fn call(
     );
     serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
 }
+
+/// `roost sim` against central at `url`, with the operator token and CA of `data` (a
+/// central's data dir), `hosts` hosts in `subclouds` subclouds; callers add their own
+/// flags and stdio.
+pub fn sim_command(url: &str, data: &std::path::Path, hosts: usize, subclouds: usize) -> Command {
+    let mut c = Command::new(roost_bin());
+    c.args(["sim", "--central", url, "--token-file"])
+        .arg(data.join("operator.token"))
+        .arg("--ca-file")
+        .arg(data.join("ca.pem"))
+        .args(["--hosts", &hosts.to_string()])
+        .args(["--subclouds", &subclouds.to_string()]);
+    c
+}

@@ -14,7 +14,7 @@
 
 use hyper::Method;
 use roost_host::client::Client;
-use roost_tests::central::call;
+use roost_tests::central::{call, sim_command};
 use roost_tests::roost_bin;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -242,6 +242,25 @@ async fn instances(c: &Client, name: &str) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// Every host online and in sync with `what`, and workload `keep` on each host still
+/// the instance it was (`keep0`): it never restarted.
+async fn in_sync_and_kept(replicas: &[Replica], what: &str, keep0: &[(String, u64, u64)]) {
+    until(
+        replicas,
+        &format!("every host in sync with {what}"),
+        Duration::from_secs(30),
+        |s| s["hostsOnline"] == HOSTS as u64 && s["subcloudsInSync"] == SUBCLOUDS as u64,
+        "/v1/status",
+    )
+    .await;
+    let live = replicas.iter().position(|r| r.child.is_some()).unwrap();
+    assert_eq!(
+        keep0,
+        instances(&replicas[live].client(), "keep").await.as_slice(),
+        "the unchanged workload restarted"
+    );
+}
+
 #[test]
 fn replicas_fail_over_without_losing_or_restarting_anything() {
     if !repo().join("ci/postgres.sh").exists()
@@ -279,23 +298,18 @@ fn replicas_fail_over_without_losing_or_restarting_anything() {
     let first = leader_index(&replicas);
     let entry = (first + 1) % 3;
     let sim_log = dir.path().join("sim.log");
-    let mut sim = Command::new(roost_bin())
-        .args(["sim", "--central", &replicas[entry].url, "--token-file"])
-        .arg(replicas[entry].data.join("operator.token"))
-        .arg("--ca-file")
-        .arg(replicas[entry].data.join("ca.pem"))
-        .args([
-            "--hosts",
-            &HOSTS.to_string(),
-            "--subclouds",
-            &SUBCLOUDS.to_string(),
-        ])
-        .args(["--heartbeat", "1", "--apply-seconds", "1"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&sim_log).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut sim = sim_command(
+        &replicas[entry].url,
+        &replicas[entry].data,
+        HOSTS,
+        SUBCLOUDS,
+    )
+    .args(["--heartbeat", "1", "--apply-seconds", "1"])
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(&sim_log).unwrap())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
     let t = Instant::now();
     while !std::fs::read_to_string(&sim_log)
         .unwrap_or_default()
@@ -422,20 +436,7 @@ fn replicas_fail_over_without_losing_or_restarting_anything() {
         )
         .await;
         println!("strategy complete {done:?} after its leader's kill");
-        until(
-            &replicas,
-            "every host in sync with the strategy's set",
-            Duration::from_secs(30),
-            in_sync,
-            "/v1/status",
-        )
-        .await;
-        let live = replicas.iter().position(|r| r.child.is_some()).unwrap();
-        assert_eq!(
-            keep0,
-            instances(&replicas[live].client(), "keep").await,
-            "the unchanged workload restarted"
-        );
+        in_sync_and_kept(&replicas, "the strategy's set", &keep0).await;
 
         // The operator CLI takes every replica's address and uses one that answers.
         let dead = replicas.iter().find(|r| r.child.is_none()).unwrap();
@@ -488,20 +489,7 @@ fn replicas_fail_over_without_losing_or_restarting_anything() {
         )
         .await;
         assert_eq!(d["generation"], 4, "nothing acknowledged was lost: {d}");
-        until(
-            &replicas,
-            "the next deploy reaches every host",
-            Duration::from_secs(30),
-            in_sync,
-            "/v1/status",
-        )
-        .await;
-        let live = replicas.iter().position(|r| r.child.is_some()).unwrap();
-        assert_eq!(
-            keep0,
-            instances(&replicas[live].client(), "keep").await,
-            "the unchanged workload restarted"
-        );
+        in_sync_and_kept(&replicas, "the next deploy", &keep0).await;
     });
     let _ = sim.kill();
     let _ = sim.wait();

@@ -9,10 +9,9 @@
 
 use hyper::Method;
 use roost_host::client::Client;
-use roost_tests::central::{call, LoopbackCentral};
-use roost_tests::roost_bin;
+use roost_tests::central::{call, sim_command, LoopbackCentral};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const HOSTS: usize = 200;
@@ -81,17 +80,7 @@ fn two_hundred_simulated_hosts_enroll_sync_alarm_and_leave_nothing_behind() {
     });
     let data = central.data();
     let log = central.dir.path().join("sim.log");
-    let sim = Sim(Command::new(roost_bin())
-        .args(["sim", "--central", &central.url, "--token-file"])
-        .arg(data.join("operator.token"))
-        .arg("--ca-file")
-        .arg(data.join("ca.pem"))
-        .args([
-            "--hosts",
-            &HOSTS.to_string(),
-            "--subclouds",
-            &SUBCLOUDS.to_string(),
-        ])
+    let sim = Sim(sim_command(&central.url, &data, HOSTS, SUBCLOUDS)
         .args([
             "--heartbeat",
             "1",

@@ -20,8 +20,7 @@
 
 use hyper::Method;
 use roost_host::client::Client;
-use roost_tests::central::{call, LoopbackCentral};
-use roost_tests::roost_bin;
+use roost_tests::central::{call, sim_command, LoopbackCentral};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,13 +50,7 @@ impl Drop for Sim {
 fn start_sim(central: &LoopbackCentral, host_prefix: &str, hosts: usize, subclouds: usize) -> Sim {
     let data = central.data();
     let log = central.dir.path().join(format!("sim-{host_prefix}.log"));
-    let child = Command::new(roost_bin())
-        .args(["sim", "--central", &central.url, "--token-file"])
-        .arg(data.join("operator.token"))
-        .arg("--ca-file")
-        .arg(data.join("ca.pem"))
-        .args(["--hosts", &hosts.to_string()])
-        .args(["--subclouds", &subclouds.to_string()])
+    let child = sim_command(&central.url, &data, hosts, subclouds)
         .args(["--prefix", "fleet", "--host-prefix", host_prefix])
         .args(["--apply-seconds", &APPLY_S.to_string()])
         .args(["--heartbeat", &HEARTBEAT_S.to_string()])

@@ -10,8 +10,7 @@
 
 use hyper::Method;
 use roost_host::client::Client;
-use roost_tests::central::{call, LoopbackCentral};
-use roost_tests::roost_bin;
+use roost_tests::central::{call, sim_command, LoopbackCentral};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,13 +51,7 @@ fn main() {
     let central = LoopbackCentral::start();
     let data = central.data();
     let sim_log = central.dir.path().join("sim.log");
-    let mut sim = Command::new(roost_bin())
-        .args(["sim", "--central", &central.url, "--token-file"])
-        .arg(data.join("operator.token"))
-        .arg("--ca-file")
-        .arg(data.join("ca.pem"))
-        .args(["--hosts", &SUBCLOUDS.to_string()])
-        .args(["--subclouds", &SUBCLOUDS.to_string()])
+    let mut sim = sim_command(&central.url, &data, SUBCLOUDS, SUBCLOUDS)
         .args(["--apply-seconds", &APPLY_S.to_string(), "--heartbeat", "1"])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&sim_log).unwrap())
