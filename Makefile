@@ -56,3 +56,9 @@ bench-fleet:
 # A set rolled by a strategy to 100 simulated subclouds (max-parallel 10, 1 s apply) vs the ideal.
 bench-rollout:
 	@ci/bench-rollout.sh
+
+.PHONY: fuzz-vmm
+# The devices' queue handling and the MMIO transport fed 10^6 arbitrary inputs each
+# (in process, release build); FUZZ_CASES=N to change the count.
+fuzz-vmm:
+	FUZZ_CASES=$${FUZZ_CASES:-1000000} cargo test --release -p roost-vmm --test fuzz_queues -- --nocapture

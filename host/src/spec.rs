@@ -207,6 +207,43 @@ pub struct VmSpec {
     #[serde(default = "default_vm_memory", rename = "memoryMiB")]
     #[schemars(range(min = 2, max = 1_048_576))]
     pub memory_mib: u64,
+    /// virtio-blk disks, at most 11. The root disk (at most one) is the guest's
+    /// `/dev/vda`, and the command line gets `root=/dev/vda`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 11))]
+    pub disks: Vec<VmDisk>,
+}
+
+/// One disk of a VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmDisk {
+    /// Absolute path of a raw image file or block device on the host.
+    #[schemars(length(min = 1))]
+    pub path: String,
+    /// The guest may only read it (its writes fail with an I/O error).
+    #[serde(default)]
+    pub read_only: bool,
+    /// The guest's root disk.
+    #[serde(default)]
+    pub root: bool,
+    /// An I/O rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<DiskRateLimit>,
+}
+
+/// A disk's I/O rate limit (token buckets holding a tenth of a second's worth).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiskRateLimit {
+    /// Bytes per second (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub bytes_per_sec: Option<u64>,
+    /// Requests per second (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub ops_per_sec: Option<u64>,
 }
 
 fn default_vcpus() -> u32 {

@@ -5,7 +5,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build.sh OUT_DIR [NAME...]}
 shift
 names=("$@")
-((${#names[@]})) || names=(hello cmdline smp spin fault mmio)
+((${#names[@]})) || names=(hello cmdline smp spin fault mmio blk)
 mkdir -p "$out"
 for n in "${names[@]}"; do
   as --64 -I "$here" -o "$out/$n.o" "$here/$n.s"

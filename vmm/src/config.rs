@@ -3,6 +3,7 @@
 //! Every input a user controls is validated here, so a bad kernel path, a vCPU count of
 //! 0 or a CPU the host lacks is one clear error and not a half-built VM.
 
+use crate::virtio::block::DiskConfig;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Read;
@@ -60,6 +61,9 @@ pub struct VmConfig {
     pub rt_policy: RtPolicy,
     /// Entry point choice.
     pub boot: BootProtocol,
+    /// virtio-blk disks.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
 }
 
 impl VmConfig {
@@ -75,6 +79,7 @@ impl VmConfig {
             rt_priority: None,
             rt_policy: RtPolicy::Fifo,
             boot: BootProtocol::Auto,
+            disks: Vec::new(),
         }
     }
 }
@@ -200,6 +205,12 @@ pub enum ConfigError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// A disk list that cannot be.
+    #[error("disks: {reason}")]
+    Disks {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// Something about the host could not be read.
     #[error("cannot {what}")]
     Host {
@@ -215,6 +226,7 @@ pub enum ConfigError {
 pub fn validate(cfg: &VmConfig, host: &HostInfo) -> Result<KernelFormat, ConfigError> {
     validate_machine(cfg.vcpus, cfg.memory_mib, host)?;
     validate_pinning(&cfg.cpus, cfg.rt_priority, host)?;
+    validate_disks(&cfg.disks)?;
     validate_boot(&cfg.kernel, cfg.initrd.as_deref(), &cfg.cmdline)
 }
 
@@ -252,6 +264,40 @@ pub fn validate_pinning(
     if let Some(p) = rt_priority {
         if !(1..=99).contains(&p) {
             return Err(ConfigError::RtPriority { value: p });
+        }
+    }
+    Ok(())
+}
+
+/// The disk list: how many, one root at most, IDs that fit. (Each disk is opened when
+/// the VM is built; an error there names the path.)
+pub fn validate_disks(disks: &[DiskConfig]) -> Result<(), ConfigError> {
+    let max = crate::virtio::MAX_DEVICES;
+    if disks.len() > max {
+        return Err(ConfigError::Disks {
+            reason: format!(
+                "{} disks; a VM has room for {max} virtio devices",
+                disks.len()
+            ),
+        });
+    }
+    if disks.iter().filter(|d| d.root).count() > 1 {
+        return Err(ConfigError::Disks {
+            reason: "more than one disk has `root`; mark one disk as the root".into(),
+        });
+    }
+    for d in disks {
+        if let Some(id) = &d.id {
+            if id.len() > 20 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::Disks {
+                    reason: format!("id {id:?}: give at most 20 printable ASCII characters"),
+                });
+            }
+        }
+        if d.path.as_os_str().is_empty() {
+            return Err(ConfigError::Disks {
+                reason: "a disk has an empty path; give an image file or block device".into(),
+            });
         }
     }
     Ok(())

@@ -1,7 +1,9 @@
-//! The few devices a Roost VM has: a 16550 UART on COM1 and the i8042's reset line.
-//! Every other port or MMIO access is logged, counted and answered like an empty bus.
+//! A Roost VM's devices: a 16550 UART on COM1, the i8042's reset line and the virtio-mmio
+//! devices (see `virtio`). Every other port or MMIO access is logged, counted and
+//! answered like an empty bus.
 
 use crate::metrics::Metrics;
+use crate::virtio::bus::VirtioBus;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -86,15 +88,18 @@ pub struct Devices {
     serial: Mutex<Serial<IrqTrigger, NoEvents, ConsoleOut>>,
     metrics: Arc<Metrics>,
     logged: AtomicU64,
+    /// The virtio-mmio devices.
+    pub virtio: VirtioBus,
 }
 
 impl Devices {
     /// Devices with the console going to `out`.
-    pub fn new(irq: EventFd, out: ConsoleOut, metrics: Arc<Metrics>) -> Self {
+    pub fn new(irq: EventFd, out: ConsoleOut, metrics: Arc<Metrics>, virtio: VirtioBus) -> Self {
         Self {
             serial: Mutex::new(Serial::new(IrqTrigger(irq), out)),
             metrics,
             logged: AtomicU64::new(0),
+            virtio,
         }
     }
 
@@ -150,15 +155,21 @@ impl Devices {
         }
     }
 
-    /// An MMIO read: no MMIO devices, so all-ones like an empty bus.
+    /// An MMIO read: a virtio device's, or all-ones like an empty bus.
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if self.virtio.read(addr, data) {
+            return;
+        }
         self.metrics.unhandled_mmio();
         self.log_unhandled("mmio", addr, data.len(), false);
         data.fill(0xff);
     }
 
-    /// An MMIO write: dropped.
+    /// An MMIO write: a virtio device's, or dropped.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) {
+        if self.virtio.write(addr, data) {
+            return;
+        }
         self.metrics.unhandled_mmio();
         self.log_unhandled("mmio", addr, data.len(), true);
     }
@@ -196,6 +207,7 @@ mod tests {
             EventFd::new(0).unwrap(),
             ConsoleOut::new(Box::new(out.clone())),
             m.clone(),
+            VirtioBus::empty(),
         );
         for b in b"hi" {
             d.pio_write(COM1, &[*b]);

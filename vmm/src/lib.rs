@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod rt;
 pub mod trim;
 mod vcpu;
+pub mod virtio;
 pub mod vm;
 pub mod x86;
 

@@ -4,6 +4,8 @@
 use crate::config::{self, ConfigError, HostInfo, KernelFormat, VmConfig};
 use crate::devices::{ConsoleOut, Devices, COM1_IRQ};
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::virtio::block::BlockMetrics;
+use crate::virtio::bus::{self, BusError, VirtioBus};
 use crate::x86::{cpuid, mptable, regs};
 use crate::{boot, memory, rt, vcpu};
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
@@ -90,6 +92,9 @@ pub enum VmError {
     /// The MP table.
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
+    /// A virtio device (a disk that cannot be opened, an eventfd KVM refused).
+    #[error(transparent)]
+    Virtio(#[from] BusError),
     /// A vCPU thread could not be set up (pinning, real-time priority).
     #[error("vCPU {index}: cannot {what}{hint}")]
     Thread {
@@ -207,6 +212,27 @@ impl Vm {
     pub fn create(cfg: VmConfig, console: Box<dyn Write + Send>) -> Result<Self, VmError> {
         let format = validate(&cfg)?;
         let t0 = Instant::now();
+        // Open the disks first: a bad one fails before any KVM object exists.
+        let virtio_devices = VirtioBus::open_devices(&cfg.disks)?;
+        let block_metrics = virtio_devices
+            .iter()
+            .filter_map(|d| d.block_metrics())
+            .collect();
+        let mut boot_cfg = cfg.clone();
+        boot_cfg
+            .cmdline
+            .push_str(&bus::cmdline_extra(&cfg.disks, virtio_devices.len()));
+        let boot_cfg = boot_cfg;
+        if boot_cfg.cmdline.len() > config::MAX_CMDLINE_LEN {
+            return Err(ConfigError::Cmdline {
+                reason: format!(
+                    "with the virtio devices announced it is {} bytes, over {}; shorten it",
+                    boot_cfg.cmdline.len(),
+                    config::MAX_CMDLINE_LEN
+                ),
+            }
+            .into());
+        }
         tracing::debug!(kernel = %cfg.kernel.display(), vcpus = cfg.vcpus, memory_mib = cfg.memory_mib, "config valid; opening /dev/kvm");
         let kvm = Kvm::new().map_err(kvm_err(
             "open /dev/kvm",
@@ -228,7 +254,7 @@ impl Vm {
         // in a registered slot cost several milliseconds more.
         regs::write_boot_tables(&mem).map_err(|source| VmError::Regs { index: 0, source })?;
         mptable::write(&mem, cfg.vcpus)?;
-        let entry = boot::load(&cfg, format, &mem)?;
+        let entry = boot::load(&boot_cfg, format, &mem)?;
         memory::register(&vm, &mem)?;
 
         let irq = EventFd::new(libc::EFD_NONBLOCK)
@@ -236,7 +262,8 @@ impl Vm {
         vm.register_irqfd(&irq, COM1_IRQ)
             .map_err(kvm_err("wire the serial interrupt", ""))?;
         let metrics = Arc::new(Metrics::default());
-        let devices = Devices::new(irq, ConsoleOut::new(console), metrics.clone());
+        let virtio = VirtioBus::new(&vm, &mem, virtio_devices, block_metrics)?;
+        let devices = Devices::new(irq, ConsoleOut::new(console), metrics.clone(), virtio);
 
         let base_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -308,6 +335,16 @@ impl Vm {
             hint: "",
             source,
         })?;
+        self.shared
+            .devices
+            .virtio
+            .start(|| Box::new(|| {}))
+            .map_err(|source| VmError::Thread {
+                index: 0,
+                what: "spawn a virtio device thread".into(),
+                hint: "",
+                source,
+            })?;
         let _ = self.started.set(Instant::now());
         let (tx, rx) = mpsc::channel::<(u32, Result<(), VmError>)>();
         let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
@@ -355,6 +392,7 @@ impl Vm {
         if let Some(e) = first_err {
             self.shared.end(VmEnd::Stopped);
             self.join_all();
+            self.shared.devices.virtio.stop();
             return Err(e);
         }
         // Keep the monitor's own threads off the vCPUs' CPUs when others remain.
@@ -477,6 +515,7 @@ impl Vm {
             .len() as u32;
         self.kick_until(|c| c.exited >= n);
         self.join_all();
+        self.shared.devices.virtio.stop();
         self.shared.devices.flush_console();
         let _ = self.ended_at.set(Instant::now());
         self.shared.lock().ended.clone().unwrap_or(VmEnd::Stopped)
@@ -509,6 +548,11 @@ impl Vm {
         }
     }
 
+    /// Each disk's counters, in bus order (the root disk first).
+    pub fn block_metrics(&self) -> &[Arc<BlockMetrics>] {
+        &self.shared.devices.virtio.block_metrics
+    }
+
     /// Counters and uptime.
     pub fn metrics(&self) -> MetricsSnapshot {
         let up = match (self.started.get(), self.ended_at.get()) {
@@ -519,6 +563,13 @@ impl Vm {
         self.shared
             .metrics
             .snapshot(u64::try_from(up.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Device threads hold guest memory; a VM dropped without `wait` still stops them.
+        self.shared.devices.virtio.stop();
     }
 }
 

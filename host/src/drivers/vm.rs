@@ -15,6 +15,7 @@ use crate::drivers::process::{
 use crate::spec::{DriverKind, RtPolicy, VmSpec, WorkloadSpec};
 use async_trait::async_trait;
 use roost_vmm::config::{self, ConfigError, HostInfo};
+use roost_vmm::virtio::block::{open_disk, DiskConfig};
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -105,6 +106,14 @@ fn check(vm: &VmSpec) -> Result<(), DriverError> {
         ConfigError::Cmdline { .. } => spec_err("spec.vm.cmdline", &e),
         _ => spec_err("spec.vm.kernel", &e),
     })?;
+    for (i, d) in vm.disks.iter().enumerate() {
+        let mut c = DiskConfig::new(&d.path);
+        c.read_only = d.read_only;
+        open_disk(&c).map_err(|e| DriverError::Spec {
+            field: format!("spec.vm.disks[{i}].path"),
+            message: e.to_string(),
+        })?;
+    }
     Ok(())
 }
 
@@ -113,7 +122,7 @@ fn check(vm: &VmSpec) -> Result<(), DriverError> {
 async fn api_async(
     sock: PathBuf,
     method: &'static str,
-    path: &'static str,
+    path: &str,
     body: Option<Value>,
 ) -> std::io::Result<(u16, String)> {
     use http_body_util::{BodyExt, Full};
@@ -308,9 +317,9 @@ impl Driver for VmDriver {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut steps = vec![
+        let mut steps: Vec<(String, Value)> = vec![
             (
-                "/boot-source",
+                "/boot-source".into(),
                 json!({
                     "kernel_image_path": vm.kernel,
                     "initrd_path": vm.initrd,
@@ -318,10 +327,25 @@ impl Driver for VmDriver {
                 }),
             ),
             (
-                "/machine-config",
+                "/machine-config".into(),
                 json!({ "vcpu_count": vm.vcpus, "mem_size_mib": vm.memory_mib }),
             ),
         ];
+        for (i, d) in vm.disks.iter().enumerate() {
+            steps.push((
+                format!("/drives/disk{i}"),
+                json!({
+                    "drive_id": format!("disk{i}"),
+                    "path_on_host": d.path,
+                    "is_read_only": d.read_only,
+                    "is_root_device": d.root,
+                    "rate_limiter": d.rate_limit.map(|r| json!({
+                        "bytesPerSec": r.bytes_per_sec,
+                        "opsPerSec": r.ops_per_sec,
+                    })),
+                }),
+            ));
+        }
         let p = &req.placement;
         if !p.cpus.is_empty() || p.realtime.is_some() {
             let mut c = json!({ "cpus": p.cpus });
@@ -332,10 +356,11 @@ impl Driver for VmDriver {
                     RtPolicy::Rr => "rr",
                 });
             }
-            steps.push(("/cpu-config", c));
+            steps.push(("/cpu-config".into(), c));
         }
-        steps.push(("/actions", json!({ "action_type": "start" })));
+        steps.push(("/actions".into(), json!({ "action_type": "start" })));
         for (path, body) in steps {
+            let path = path.as_str();
             match api_async(sock.clone(), "PUT", path, Some(body)).await {
                 Ok((204, _)) => {}
                 // The guest already ended (a tiny guest can finish during `start`).
@@ -345,6 +370,7 @@ impl Driver for VmDriver {
                     let field = match path {
                         "/machine-config" => "spec.vm",
                         "/cpu-config" => "placement",
+                        p if p.starts_with("/drives/") => "spec.vm.disks",
                         _ => "spec.vm.kernel",
                     };
                     return Err(DriverError::Spec {
@@ -543,6 +569,7 @@ mod tests {
             cmdline: None,
             vcpus: 1,
             memory_mib: 64,
+            disks: Vec::new(),
         };
         match check(&vm) {
             Err(DriverError::Spec { field, message }) => {
@@ -560,6 +587,28 @@ mod tests {
         vm.memory_mib = 1 << 40;
         match check(&vm) {
             Err(DriverError::Spec { field, .. }) => assert_eq!(field, "spec.vm.memoryMiB"),
+            other => panic!("{other:?}"),
+        }
+        // A disk that is not there is named by its index.
+        let kernel = tempfile::NamedTempFile::new().unwrap();
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[18] = 62;
+        std::fs::write(kernel.path(), elf).unwrap();
+        vm.kernel = kernel.path().display().to_string();
+        vm.memory_mib = 64;
+        vm.disks = vec![crate::spec::VmDisk {
+            path: "/nonexistent/disk.img".into(),
+            read_only: true,
+            root: true,
+            rate_limit: None,
+        }];
+        match check(&vm) {
+            Err(DriverError::Spec { field, message }) => {
+                assert_eq!(field, "spec.vm.disks[0].path");
+                assert!(message.contains("/nonexistent/disk.img"), "{message}");
+            }
             other => panic!("{other:?}"),
         }
     }

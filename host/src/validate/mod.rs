@@ -379,6 +379,38 @@ mod tests {
     }
 
     #[test]
+    fn every_disk_problem_is_reported_at_once() {
+        let text = r#"{"apiVersion": "roost.dev/v1", "kind": "Workload", "metadata": {"name": "v"},
+            "spec": {"driver": "vm", "vm": {"kernel": "/k", "disks": [
+                {"path": "rel.img", "root": true},
+                {"path": "/a.img", "root": true, "rateLimit": {"opsPerSec": 0}},
+                {"path": "/a.img", "readOnly": "yes", "size": 3},
+                {"readOnly": true}]}}}"#;
+        let e = invalid(text);
+        let f = fields(&e);
+        for want in [
+            "spec.vm.disks[0].path",
+            "spec.vm.disks[1].root",
+            "spec.vm.disks[1].rateLimit.opsPerSec",
+            "spec.vm.disks[2].path",
+            "spec.vm.disks[2].readOnly",
+            "spec.vm.disks[2].size",
+            "spec.vm.disks[3].path",
+        ] {
+            assert!(f.contains(&want), "missing {want} in {f:?}");
+        }
+        let good = r#"{"apiVersion": "roost.dev/v1", "kind": "Workload", "metadata": {"name": "v"},
+            "spec": {"driver": "vm", "vm": {"kernel": "/k", "disks": [
+                {"path": "/root.img", "root": true, "readOnly": true},
+                {"path": "/data.img", "rateLimit": {"bytesPerSec": 1048576}}]}}}"#;
+        let w = parse_workload(good).unwrap();
+        let disks = &w.spec.vm.unwrap().disks;
+        assert_eq!(disks.len(), 2);
+        assert!(disks[0].root && disks[0].read_only);
+        assert_eq!(disks[1].rate_limit.unwrap().bytes_per_sec, Some(1 << 20));
+    }
+
+    #[test]
     fn names() {
         assert!(valid_name("a"));
         assert!(valid_name("web-1"));

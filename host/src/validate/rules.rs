@@ -283,6 +283,7 @@ fn vm(s: At<'_>, out: &mut Vec<FieldError>) {
             ));
         }
     }
+    disks(v.get("disks"), out);
     let guest = mem.unwrap_or(crate::spec::DEFAULT_VM_MEMORY_MIB);
     if let Some(limit) = s.get("resources").get("memoryMiB").u64() {
         if limit < guest {
@@ -292,6 +293,52 @@ fn vm(s: At<'_>, out: &mut Vec<FieldError>) {
                     "{limit} is less than the VM's memory ({guest} MiB); raise it or leave it out"
                 ),
             ));
+        }
+    }
+}
+
+fn disks(d: At<'_>, out: &mut Vec<FieldError>) {
+    let list = d.list();
+    if list.len() > 11 {
+        out.push(err(
+            "spec.vm.disks",
+            format!("{} disks; a VM has room for 11", list.len()),
+        ));
+    }
+    let mut roots = 0;
+    let mut paths = std::collections::BTreeSet::new();
+    for (i, disk) in list.iter().enumerate() {
+        let disk = At(Some(disk));
+        if let Some(p) = disk.get("path").str() {
+            if !p.starts_with('/') {
+                out.push(err(
+                    format!("spec.vm.disks[{i}].path"),
+                    format!("`{p}` must be an absolute path to an image file or block device"),
+                ));
+            } else if !paths.insert(p) {
+                out.push(err(
+                    format!("spec.vm.disks[{i}].path"),
+                    format!("`{p}` is given twice; a disk is attached once"),
+                ));
+            }
+        }
+        if disk.get("root").0.and_then(Value::as_bool) == Some(true) {
+            roots += 1;
+            if roots == 2 {
+                out.push(err(
+                    format!("spec.vm.disks[{i}].root"),
+                    "a second root disk; mark only one disk as `root`",
+                ));
+            }
+        }
+        let rl = disk.get("rateLimit");
+        for k in ["bytesPerSec", "opsPerSec"] {
+            if rl.get(k).u64() == Some(0) {
+                out.push(err(
+                    format!("spec.vm.disks[{i}].rateLimit.{k}"),
+                    "0 would stop the disk; give at least 1 or leave it out",
+                ));
+            }
         }
     }
 }

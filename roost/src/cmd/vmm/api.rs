@@ -7,12 +7,17 @@
 //! - `PUT /boot-source` `{"kernel_image_path", "initrd_path"?, "boot_args"?}`
 //! - `PUT /machine-config` `{"vcpu_count"?, "mem_size_mib"?}`
 //! - `PUT /cpu-config` `{"cpus"?: [u32] | "0,2-3", "rt_priority"?, "rt_policy"?}`
+//! - `PUT /drives/{id}` `{"drive_id", "path_on_host", "is_read_only"?, "is_root_device"?,
+//!   "direct"?, "rate_limiter"?: {"bytesPerSec"?, "opsPerSec"?}}` (virtio-blk; the id is
+//!   what the guest reads as the disk's serial)
 //! - `PUT /actions` `{"action_type": "start" | "pause" | "resume" | "stop", "grace_ms"?}`
 //! - `GET /vm` (state), `GET /metrics` (exits by reason, uptime)
 
 use super::http::{read_request, write_response, Request};
 use anyhow::Context;
 use roost_vmm::config::{self, HostInfo};
+use roost_vmm::virtio::block::DiskConfig;
+use roost_vmm::virtio::rate_limiter::RateLimit;
 use roost_vmm::{RtPolicy, Vm, VmConfig, VmEnd, VmState};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -57,6 +62,21 @@ struct CpuConfig {
     rt_priority: Option<u32>,
     #[serde(default)]
     rt_policy: Option<RtPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Drive {
+    drive_id: String,
+    path_on_host: PathBuf,
+    #[serde(default)]
+    is_read_only: bool,
+    #[serde(default)]
+    is_root_device: bool,
+    #[serde(default)]
+    direct: bool,
+    #[serde(default)]
+    rate_limiter: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +194,9 @@ impl Server {
             ("PUT", "/machine-config") => self.machine_config(req).map(|_| None),
             ("PUT", "/cpu-config") => self.cpu_config(req).map(|_| None),
             ("PUT", "/actions") => self.action(req).map(|_| None),
+            ("PUT", p) if p.starts_with("/drives/") => {
+                self.drive(req, &p["/drives/".len()..]).map(|_| None)
+            }
             (
                 _,
                 "/vm" | "/" | "/metrics" | "/boot-source" | "/machine-config" | "/cpu-config"
@@ -262,6 +285,35 @@ impl Server {
         c.cpus = cpus;
         c.rt_priority = m.rt_priority;
         c.rt_policy = m.rt_policy.unwrap_or_default();
+        Ok(())
+    }
+
+    fn drive(&self, req: &Request, id: &str) -> Result<(), Fault> {
+        self.not_started("drives")?;
+        let d: Drive = parse(req)?;
+        if d.drive_id != id {
+            return Err(Fault(
+                400,
+                format!(
+                    "drive_id {:?} differs from the path's {id:?}; make them the same",
+                    d.drive_id
+                ),
+            ));
+        }
+        let disk = DiskConfig {
+            path: d.path_on_host,
+            read_only: d.is_read_only,
+            root: d.is_root_device,
+            direct: d.direct,
+            id: Some(d.drive_id),
+            rate_limit: d.rate_limiter,
+        };
+        let mut c = self.cfg.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut disks = c.disks.clone();
+        disks.retain(|x| x.id != disk.id);
+        disks.push(disk);
+        config::validate_disks(&disks).map_err(|e| Fault(400, chain(&e)))?;
+        c.disks = disks;
         Ok(())
     }
 
@@ -396,6 +448,23 @@ impl Server {
         let m = self.vm().map(|vm| vm.metrics()).unwrap_or_default();
         let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
         v["state"] = self.state_json()["state"].clone();
+        if let Some(vm) = self.vm() {
+            let ld =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            v["block"] = vm
+                .block_metrics()
+                .iter()
+                .map(|b| {
+                    json!({
+                        "requests": ld(&b.requests),
+                        "bytes": ld(&b.bytes),
+                        "errors": ld(&b.errors),
+                        "bad_chains": ld(&b.bad_chains),
+                        "throttled": ld(&b.throttled),
+                    })
+                })
+                .collect();
+        }
         v
     }
 

@@ -10,6 +10,7 @@ mod http;
 
 use anyhow::Context;
 use clap::Args;
+use roost_vmm::virtio::block::DiskConfig;
 use roost_vmm::{config, BootProtocol, RtPolicy, Vm, VmConfig, VmEnd};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,10 @@ pub struct VmmArgs {
     /// One-shot: boot protocol: `auto` (PVH if the ELF has the note) or `linux` (64-bit).
     #[arg(long, value_name = "PROTO", default_value = "auto", value_parser = parse_boot, requires = "kernel")]
     pub boot: BootProtocol,
+    /// One-shot: a virtio-blk disk, `PATH[,ro][,root][,direct][,id=ID][,bps=N][,iops=N]`
+    /// (repeatable; bps/iops are rate limits in bytes and operations per second).
+    #[arg(long = "disk", value_name = "SPEC", value_parser = parse_disk, requires = "kernel")]
+    pub disks: Vec<DiskConfig>,
     /// API mode: serve the API on this Unix socket (removed on exit).
     #[arg(long, value_name = "PATH", conflicts_with = "kernel")]
     pub api_sock: Option<PathBuf>,
@@ -66,6 +71,43 @@ fn parse_policy(s: &str) -> Result<RtPolicy, String> {
         "rr" => Ok(RtPolicy::Rr),
         _ => Err(format!("{s:?}: expected `fifo` or `rr`")),
     }
+}
+
+fn parse_disk(s: &str) -> Result<DiskConfig, String> {
+    let mut parts = s.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or("give a path first")?;
+    let mut d = DiskConfig::new(path);
+    let num = |k: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{k}={v:?}: expected a whole number"))
+    };
+    for p in parts {
+        match p.split_once('=') {
+            None if p == "ro" => d.read_only = true,
+            None if p == "root" => d.root = true,
+            None if p == "direct" => d.direct = true,
+            Some(("id", v)) => d.id = Some(v.to_string()),
+            Some(("bps", v)) => {
+                d.rate_limit
+                    .get_or_insert_with(Default::default)
+                    .bytes_per_sec = Some(num("bps", v)?)
+            }
+            Some(("iops", v)) => {
+                d.rate_limit
+                    .get_or_insert_with(Default::default)
+                    .ops_per_sec = Some(num("iops", v)?)
+            }
+            _ => {
+                return Err(format!(
+                    "{p:?}: expected ro, root, direct, id=ID, bps=N or iops=N"
+                ))
+            }
+        }
+    }
+    Ok(d)
 }
 
 fn parse_boot(s: &str) -> Result<BootProtocol, String> {
@@ -95,6 +137,7 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
     cfg.rt_priority = args.rt_priority;
     cfg.rt_policy = args.rt_policy;
     cfg.boot = args.boot;
+    cfg.disks = args.disks;
 
     let vm = Vm::create(cfg, Box::new(std::io::stdout())).context("cannot create the VM")?;
     vm.start().context("cannot start the VM")?;
