@@ -197,6 +197,39 @@ fn apply_hello_runs_logs_its_line_and_ps_shows_shutdown() {
 }
 
 #[test]
+fn a_vm_with_disks_reads_and_writes_them_through_the_daemon() {
+    if !kvm_available() {
+        return;
+    }
+    let h = Host::start();
+    let img = h.dir.path().join("disk.img");
+    let data: Vec<u8> = (0..32 * 512u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&img, &data).unwrap();
+    let ro = h.dir.path().join("ro.img");
+    std::fs::write(&ro, &data).unwrap();
+    // The root disk is first on the bus, so the guest (which drives the first
+    // virtio-blk device) gets the read-only one.
+    let out = h.apply(
+        "disks",
+        json!({"kernel": guest("blk"), "memoryMiB": 64, "disks": [
+            {"path": img, "rateLimit": {"opsPerSec": 1000}},
+            {"path": ro, "readOnly": true, "root": true},
+        ]}),
+    );
+    assert!(out.status.success(), "apply: {out:?}\nlog:\n{}", h.log());
+    let rec = h.wait_exit("disks");
+    assert_eq!(rec["status"]["lastExit"]["reason"], "shutdown", "{rec}");
+    let text = String::from_utf8_lossy(&h.cli(&["logs", "disks"]).stdout).into_owned();
+    assert!(text.contains("blk: id disk1\n"), "{text}");
+    assert!(text.contains("blk: write 1\n"), "read-only: {text}");
+    assert_eq!(
+        std::fs::read(&ro).unwrap(),
+        data,
+        "the read-only image is untouched"
+    );
+}
+
+#[test]
 fn a_faulting_guest_ends_crashed_with_the_reason() {
     if !kvm_available() {
         return;
@@ -224,6 +257,14 @@ fn bad_vm_specs_fail_apply_with_the_field_to_fix() {
         (
             json!({"kernel": hello, "memoryMiB": 100_000_000u64}),
             "memory",
+        ),
+        (
+            json!({"kernel": hello, "disks": [{"path": "/nonexistent/disk.img"}]}),
+            "spec.vm.disks[0].path",
+        ),
+        (
+            json!({"kernel": hello, "disks": [{"path": "rel.img", "root": true}, {"path": "/x", "root": true}]}),
+            "spec.vm.disks[1].root",
         ),
     ];
     for (i, (vm, field)) in cases.into_iter().enumerate() {

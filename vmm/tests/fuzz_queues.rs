@@ -238,6 +238,8 @@ fn run_block(disk: &File, path: &Path, c: &Case) -> Option<(u64, u64)> {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
     lay_out(&mem, c);
     let q = queue(&mem, c)?;
+    // The size the queue took (a size that is no power of two is refused and 256 kept).
+    let size = u64::from(q.size());
     let limit = RateLimit {
         // Small enough that the throttle path runs within one case.
         bytes_per_sec: Some(20_000),
@@ -259,12 +261,8 @@ fn run_block(disk: &File, path: &Path, c: &Case) -> Option<(u64, u64)> {
     // used ring laid over the avail ring can feed a pass from the device's own writes.
     let seen = || m.requests.load(Ordering::Relaxed) + m.bad_chains.load(Ordering::Relaxed);
     let first = seen();
-    let budget = 2 * u64::from(c.qsize);
-    assert!(
-        first <= budget,
-        "{first} chains from a queue of {}",
-        c.qsize
-    );
+    let budget = 2 * size;
+    assert!(first <= budget, "{first} chains from a queue of {size}");
     b.process_queue(&mem, 0);
     assert!(seen() - first <= budget);
     assert_eq!(
@@ -417,7 +415,9 @@ fn seeds() -> Vec<Case> {
                 d(0x4000, 1, 2, 0),
             ])
         },
-        // Queue size not a power of two (refused before the device).
+        // Queue size not a power of two: the queue refuses it and keeps 256. (Found by
+        // the fuzzer: with the used ring over the avail ring, the test's own bound
+        // had assumed the size asked for.)
         Case {
             qsize: 3,
             ..with(vec![d(0x4000, 16, 1, 1), d(0x6000, 1, 2, 0)])

@@ -226,6 +226,15 @@ mod tests {
             (name["minLength"].as_u64(), name["maxLength"].as_u64()),
             (Some(1), Some(63))
         );
+        let disks = &s["VmSpec"]["properties"]["disks"];
+        assert_eq!(disks["maxItems"].as_u64(), Some(11), "{disks}");
+        let disk = &s["VmDisk"]["properties"];
+        for f in ["path", "readOnly", "root", "rateLimit"] {
+            assert!(disk.get(f).is_some(), "VmDisk.{f} documented: {disk}");
+        }
+        assert!(disk["readOnly"]["description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()));
         let vcpus = &s["VmSpec"]["properties"]["vcpus"];
         assert_eq!(
             (vcpus["minimum"].as_u64(), vcpus["maximum"].as_u64()),
