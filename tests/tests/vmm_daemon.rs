@@ -17,15 +17,25 @@ const T: Duration = Duration::from_secs(60);
 struct Host {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Host {
     fn start() -> Self {
+        Self::start_with_env(Vec::new())
+    }
+
+    /// A daemon whose monitors get `env` too (they inherit the daemon's).
+    fn start_with_env(env: Vec<(&'static str, &'static str)>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("roost-vm")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut h = Self { dir, child: None };
+        let mut h = Self {
+            dir,
+            child: None,
+            env,
+        };
         h.spawn();
         h
     }
@@ -53,6 +63,7 @@ impl Host {
                 "2000",
             ])
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -226,6 +237,32 @@ fn a_vm_with_disks_reads_and_writes_them_through_the_daemon() {
         std::fs::read(&ro).unwrap(),
         data,
         "the read-only image is untouched"
+    );
+}
+
+#[test]
+fn a_monitor_killed_by_its_seccomp_filter_is_reported_as_such() {
+    if !kvm_available() {
+        return;
+    }
+    // Test builds of the monitor make a forbidden call on the vCPU thread when told to.
+    let h = Host::start_with_env(vec![("ROOST_VMM_SECCOMP_TRIP", "vcpu")]);
+    let out = h.apply("trip", json!({"kernel": guest("hello"), "memoryMiB": 64}));
+    assert!(out.status.success(), "apply: {out:?}\nlog:\n{}", h.log());
+    let rec = h.wait_exit("trip");
+    let exit = &rec["status"]["lastExit"];
+    // The vCPU thread trips as the VM starts: the monitor dies during (or right after)
+    // the daemon's `start` request, so the instance ends `start-failed` or `killed`.
+    assert!(
+        exit["reason"] == "killed" || exit["reason"] == "start-failed",
+        "{rec}"
+    );
+    let msg = exit["message"].as_str().unwrap_or("");
+    assert!(msg.contains("seccomp") && msg.contains("SIGSYS"), "{rec}");
+    let events = String::from_utf8_lossy(&h.cli(&["events", "-o", "json"]).stdout).into_owned();
+    assert!(
+        events.contains("seccomp"),
+        "an event names the seccomp kill: {events}"
     );
 }
 

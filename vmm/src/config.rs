@@ -64,6 +64,10 @@ pub struct VmConfig {
     /// virtio-blk disks.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// Install a seccomp filter on each vCPU and device thread before the guest runs
+    /// (`roost vmm` turns this on; the API threads are the caller's to filter).
+    #[serde(default)]
+    pub seccomp: bool,
 }
 
 impl VmConfig {
@@ -80,6 +84,7 @@ impl VmConfig {
             rt_policy: RtPolicy::Fifo,
             boot: BootProtocol::Auto,
             disks: Vec::new(),
+            seccomp: false,
         }
     }
 }

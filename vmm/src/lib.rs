@@ -11,6 +11,7 @@ pub mod devices;
 pub mod memory;
 pub mod metrics;
 pub mod rt;
+pub mod seccomp;
 pub mod trim;
 mod vcpu;
 pub mod virtio;

@@ -4,6 +4,7 @@
 use crate::config::{self, ConfigError, HostInfo, KernelFormat, VmConfig};
 use crate::devices::{ConsoleOut, Devices, COM1_IRQ};
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::seccomp::{self, ThreadKind};
 use crate::virtio::block::BlockMetrics;
 use crate::virtio::bus::{self, BusError, VirtioBus};
 use crate::x86::{cpuid, mptable, regs};
@@ -108,6 +109,9 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    /// A seccomp filter could not be installed.
+    #[error("{0}; this kernel needs seccomp filters (CONFIG_SECCOMP_FILTER), or run with ROOST_VMM_NO_SECCOMP=1")]
+    Seccomp(String),
     /// The operation does not fit the VM's state.
     #[error("cannot {op} a VM that is {state}")]
     State {
@@ -335,10 +339,20 @@ impl Vm {
             hint: "",
             source,
         })?;
+        let seccomp = self.cfg.seccomp;
         self.shared
             .devices
             .virtio
-            .start(|| Box::new(|| {}))
+            .start(|| {
+                let on = seccomp;
+                Box::new(move || {
+                    if on {
+                        seccomp::install(ThreadKind::Device).map_err(|e| e.to_string())
+                    } else {
+                        Ok(())
+                    }
+                })
+            })
             .map_err(|source| VmError::Thread {
                 index: 0,
                 what: "spawn a virtio device thread".into(),
@@ -358,7 +372,15 @@ impl Vm {
                 .name(format!("vcpu{index}"))
                 .stack_size(256 << 10)
                 .spawn(move || {
-                    let setup = setup_thread(index, pin.as_deref(), rtp);
+                    // Pinning and priority first (the filter does not allow them), then
+                    // the filter, then the guest.
+                    let setup = setup_thread(index, pin.as_deref(), rtp).and_then(|()| {
+                        if seccomp {
+                            seccomp::install(ThreadKind::Vcpu)
+                                .map_err(|e| VmError::Seccomp(e.to_string()))?;
+                        }
+                        Ok(())
+                    });
                     let ok = setup.is_ok();
                     let _ = tx.send((index, setup));
                     if ok {

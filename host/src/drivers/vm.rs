@@ -219,6 +219,32 @@ fn exit_from_state(path: &Path) -> Option<ExitInfo> {
     })
 }
 
+/// `; <why>` if monitor `pid` died of a signal within the next half second, else "".
+async fn death_note(pid: i32) -> String {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(500) {
+        if let Some(st) = reap(pid) {
+            if libc::WIFSIGNALED(st) {
+                return format!("; {}", killed_message(libc::WTERMSIG(st)));
+            }
+            return String::new();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    String::new()
+}
+
+/// Why a monitor died of signal `sig`: SIGSYS is its seccomp filter at work.
+fn killed_message(sig: i32) -> &'static str {
+    if sig == libc::SIGSYS {
+        "the VM monitor was killed by its seccomp filter (SIGSYS): one of its threads made a \
+         system call its thread kind is not allowed; the monitor's last lines are in vmm.stderr \
+         in the run dir"
+    } else {
+        "the VM monitor was killed"
+    }
+}
+
 fn find_arg(args: &[&str], name: &str) -> Option<PathBuf> {
     args.iter()
         .position(|a| *a == name)
@@ -379,12 +405,19 @@ impl Driver for VmDriver {
                     });
                 }
                 Ok((s, b)) => {
+                    let note = death_note(pid).await;
                     kill();
-                    return Err(op(format!("PUT {path}: HTTP {s}: {}", fault_message(&b))));
+                    return Err(op(format!(
+                        "PUT {path}: HTTP {s}: {}{note}",
+                        fault_message(&b)
+                    )));
                 }
                 Err(e) => {
+                    // A monitor that died mid-request (its seccomp filter, a crash) says
+                    // more than the broken connection does.
+                    let note = death_note(pid).await;
                     kill();
-                    return Err(op(format!("PUT {path}: {e}")));
+                    return Err(op(format!("PUT {path}: {e}{note}")));
                 }
             }
         }
@@ -420,7 +453,7 @@ impl Driver for VmDriver {
             return Ok(info);
         }
         if let Some(st) = reaped.filter(|st| libc::WIFSIGNALED(*st)) {
-            if let Some(info) = exit_of_wait_status(st, Some("the VM monitor was killed")) {
+            if let Some(info) = exit_of_wait_status(st, Some(killed_message(libc::WTERMSIG(st)))) {
                 return Ok(info);
             }
         }

@@ -211,7 +211,10 @@ impl VirtioBus {
     }
 
     /// Start each device's thread; `on_start` runs first on each (the seccomp filter).
-    pub fn start(&self, on_start: impl Fn() -> Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    pub fn start(
+        &self,
+        on_start: impl Fn() -> Box<dyn FnOnce() -> Result<(), String> + Send>,
+    ) -> std::io::Result<()> {
         let workers =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         let stoppers =

@@ -44,17 +44,21 @@ pub struct Worker {
     pub interrupt: Interrupt,
     /// Guest memory.
     pub mem: GuestMemoryMmap,
-    /// Called once on the thread before the loop (the seccomp filter goes in here).
-    pub on_start: Option<Box<dyn FnOnce() + Send>>,
+    /// Called once on the thread before the loop (the seccomp filter goes in here); an
+    /// error leaves the device dead rather than unfiltered.
+    pub on_start: Option<Box<dyn FnOnce() -> Result<(), String> + Send>>,
 }
 
 impl Worker {
     /// Run until [`Control::Stop`] or the channel closes.
     pub fn run(mut self) {
-        if let Some(f) = self.on_start.take() {
-            f();
-        }
         let name = self.device.kind();
+        if let Some(f) = self.on_start.take() {
+            if let Err(e) = f() {
+                tracing::error!(device = name, error = %e, "virtio device thread not started");
+                return;
+            }
+        }
         if let Err(e) = self.event_loop() {
             tracing::error!(device = name, error = %e, "virtio device thread failed; the device stops answering");
         }

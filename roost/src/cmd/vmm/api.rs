@@ -366,6 +366,8 @@ impl Server {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let mut cfg = cfg;
+        cfg.seccomp = super::seccomp_on();
         let vm = Vm::create(cfg, Box::new(std::io::stdout())).map_err(|e| {
             let code = if matches!(e, roost_vmm::VmError::Config(_)) {
                 400
@@ -383,10 +385,13 @@ impl Server {
         std::thread::Builder::new()
             .name("vm-wait".into())
             .spawn(move || {
+                super::seccomp_api_thread();
                 let end = vm.wait();
                 me.finish(&end, Some(&vm));
             })
             .map_err(|e| Fault(500, format!("cannot spawn the waiter thread: {e}")))?;
+        // The guest runs: from here this thread only serves the API.
+        super::seccomp_api_thread();
         Ok(())
     }
 
@@ -512,9 +517,14 @@ fn watch_signals(server: Arc<Server>) -> anyhow::Result<()> {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+    let mut filtered = false;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
+            if !filtered {
+                super::seccomp_api_thread();
+                filtered = true;
+            }
             let mut sig: libc::c_int = 0;
             // SAFETY: `set` is initialised and `sig` is a valid out-parameter.
             let rc = unsafe { libc::sigwait(&set, &mut sig) };

@@ -138,10 +138,15 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
     cfg.rt_policy = args.rt_policy;
     cfg.boot = args.boot;
     cfg.disks = args.disks;
+    cfg.seccomp = seccomp_on();
 
     let vm = Vm::create(cfg, Box::new(std::io::stdout())).context("cannot create the VM")?;
     vm.start().context("cannot start the VM")?;
     trim();
+    if seccomp_on() {
+        roost_vmm::seccomp::install(roost_vmm::seccomp::ThreadKind::Api)
+            .context("cannot lock down the monitor")?;
+    }
     let end = vm.wait();
     let m = vm.metrics();
     let e = m.exits;
@@ -163,6 +168,21 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
         m.unhandled_mmio,
     );
     Ok(exit_code(&end))
+}
+
+/// Seccomp filters on every thread unless `ROOST_VMM_NO_SECCOMP=1` (to debug a
+/// monitor under a tracer, or on a kernel without seccomp).
+pub(crate) fn seccomp_on() -> bool {
+    std::env::var_os("ROOST_VMM_NO_SECCOMP").is_none_or(|v| v != "1")
+}
+
+/// The API kind's filter on the calling thread (when filters are on).
+pub(crate) fn seccomp_api_thread() {
+    if seccomp_on() {
+        if let Err(e) = roost_vmm::seccomp::install(roost_vmm::seccomp::ThreadKind::Api) {
+            tracing::error!(error = %e, "monitor thread runs without its seccomp filter");
+        }
+    }
 }
 
 /// Unmap start-up code once the VM runs (see `roost_vmm::trim`); `ROOST_VMM_NO_TRIM=1`
