@@ -4,7 +4,11 @@
 # Reports start -> first serial line, start -> process exit and peak RSS (GNU time), and
 # the monitor's steady-state overhead: RSS outside guest RAM while a `spin` guest runs
 # (/proc/PID/smaps, all mappings minus the guest-memory mapping, as Firecracker counts it).
-# Ends with the two GOAL lines.
+# Then the devices: the `blk` guest's 4 KiB reads (ops/s) and 64 KiB sequential reads
+# (MiB/s) on a raw image through Roost's virtio-blk and QEMU microvm's virtio-blk-device
+# (both buffered by the host page cache), interleaved, each figure from the difference
+# between N requests and 1 (so boot and teardown cancel out).
+# Ends with the GOAL lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-20}
@@ -20,7 +24,7 @@ cargo build --release --quiet -p roost
 ROOST_BIN=${CARGO_TARGET_DIR:-target}/release/roost
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-vmm/guests/build.sh "$work" hello spin
+vmm/guests/build.sh "$work" hello spin blk
 
 ROOST_BIN=$ROOST_BIN GUESTS=$work RUNS=$RUNS python3 - <<'PY'
 import os, statistics, subprocess, tempfile, time
@@ -108,9 +112,53 @@ ro_keep = overhead(spin_cmd, mem_mib, {"ROOST_VMM_NO_TRIM": "1"})
 qo = overhead(qemu_base + ["-kernel", spin], mem_mib)
 print(f"steady-state RSS outside guest RAM (spin guest, {mem_mib} MiB): roost {ro:.2f} MiB, qemu {qo:.2f} MiB")
 print(f"  (roost with its start-up code pages still mapped, ROOST_VMM_NO_TRIM=1: {ro_keep:.2f} MiB)")
+# --- devices: virtio-blk ---
+blk = os.path.join(guests, "blk")
+img = os.path.join(guests, "disk.img")
+with open(img, "wb") as f:
+    f.write(os.urandom(16 << 20))
+def blk_cmd(kind, n, size):
+    args = f"blk.n={n} blk.len={size}"
+    if kind == "roost":
+        return [roost, "vmm", "--kernel", blk, "--memory-mib", str(mem_mib),
+                "--disk", img, "--cmdline", args]
+    return qemu_base + ["-global", "virtio-mmio.force-legacy=false",
+                        "-drive", f"id=d0,file={img},format=raw,if=none",
+                        "-device", "virtio-blk-device,drive=d0",
+                        "-kernel", blk, "-append", args]
+def wall(cmd):
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+    t = time.perf_counter() - t0
+    if b"blk: bench errors 0" not in out:
+        raise SystemExit(f"blk guest failed under {cmd[0]}: {out!r}")
+    return t
+blk_runs = max(3, runs // 4)
+figs = {}
+for name, n, size in [("4k", 3000, 4096), ("seq", 400, 65536)]:
+    t = {k: {1: [], n: []} for k in ("roost", "qemu")}
+    for i in range(blk_runs):
+        for k in (["roost", "qemu"] if i % 2 == 0 else ["qemu", "roost"]):
+            for m in (1, n):
+                t[k][m].append(wall(blk_cmd(k, m, size)))
+    for k in t:
+        dt = med(t[k][n]) - med(t[k][1])
+        figs[(name, k)] = (n - 1) / dt if name == "4k" else (n - 1) * size / dt / (1 << 20)
+print(f"virtio-blk, {blk_runs} runs each, interleaved (medians):")
+print(f"  4 KiB reads: roost {figs[('4k', 'roost')]:.0f} ops/s, qemu {figs[('4k', 'qemu')]:.0f} ops/s")
+print(f"  64 KiB sequential reads: roost {figs[('seq', 'roost')]:.1f} MiB/s, qemu {figs[('seq', 'qemu')]:.1f} MiB/s")
+r_iops = figs[("4k", "roost")] / figs[("4k", "qemu")]
+ro_dev = overhead(spin_cmd + ["--disk", img], mem_mib)
+print(f"steady-state RSS outside guest RAM with a disk attached: roost {ro_dev:.2f} MiB")
+print("SKIP vm_net_pps_vs_qemu: no virtio-net in Roost yet (issue 20, item 3)")
+print("SKIP vm_vsock_rtt: no vsock in Roost yet (issue 20, item 4)")
+
 r_first = med([r[0] for r in res["roost"]]) / med([r[0] for r in res["qemu"]])
 r_exit = med([r[1] for r in res["roost"]]) / med([r[1] for r in res["qemu"]])
 print(f"ratios roost/qemu: first line {r_first:.3f}, exit {r_exit:.3f}")
 print(f"GOAL vmm_first_line_vs_qemu {r_first:.3f} 0.25 {'PASS' if r_first <= 0.25 else 'FAIL'}")
 print(f"GOAL vmm_overhead_mib {ro:.2f} 3.0 {'PASS' if ro <= 3.0 else 'FAIL'}")
+print(f"GOAL vm_blk_iops_vs_qemu {r_iops:.3f} 1.0 {'PASS' if r_iops >= 1.0 else 'FAIL'}")
+# Only the disk so far: net and vsock are not built yet.
+print(f"GOAL vmm_overhead_mib_devices {ro_dev:.2f} 3 {'PASS' if ro_dev <= 3.0 else 'FAIL'}")
 PY

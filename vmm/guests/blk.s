@@ -162,6 +162,11 @@ bench:
 # blk_req: one request on the device at %rbx: type %eax, sector %rdx; the middle
 # descriptor is %ecx bytes at %r10 with flags %r9w. Waits for it; out: %eax = status.
 blk_req:
+    mov $1, %r11d                   # header -> data -> status, or header -> status
+    test %ecx, %ecx                 # when there is no data (QEMU refuses empty buffers)
+    jnz 1f
+    mov $2, %r11d
+1:  mov %r11w, desc+14(%rip)
     mov %eax, hdr(%rip)
     mov %rdx, hdr+8(%rip)
     mov %r10, desc+16(%rip)
