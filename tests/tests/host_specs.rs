@@ -198,7 +198,11 @@ fn invalid_specs_name_their_field() {
             vm(json!({"kernel": "/k", "initrd": "initrd.img"})),
             "spec.vm.initrd",
         ),
-        (vm(json!({"kernel": "/k", "disks": []})), "spec.vm.disks"),
+        (vm(json!({"kernel": "/k", "nics": []})), "spec.vm.nics"),
+        (
+            vm(json!({"kernel": "/k", "disks": [{"path": "rel.img"}]})),
+            "spec.vm.disks[0].path",
+        ),
         (
             json!({"kind": "Workload", "metadata": {"name": "w"}, "spec": {"driver": "mock"}}),
             "apiVersion",
