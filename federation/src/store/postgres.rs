@@ -223,8 +223,8 @@ impl PostgresStore {
             .clone()
             .unwrap_or_else(|| pg_reason(e));
         format!(
-            "the connection to {} is lost ({why}); a replica (--key-file) reconnects by \
-             itself, a lone central must be restarted",
+            "the connection to {} is lost ({why}); restart central to reconnect (a \
+             replica started with --key-file reconnects by itself)",
             self.location
         )
     }
