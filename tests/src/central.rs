@@ -156,3 +156,20 @@ pub fn sim_command(url: &str, data: &std::path::Path, hosts: usize, subclouds: u
         .args(["--subclouds", &subclouds.to_string()]);
     c
 }
+
+/// Wait until `roost sim` writes `linked` to its stdout `log` (at most 120 s).
+pub fn wait_sim_linked(log: &std::path::Path) -> Duration {
+    let t = Instant::now();
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("linked")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the simulator never linked: {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.elapsed()
+}

@@ -14,7 +14,7 @@
 
 use hyper::Method;
 use roost_host::client::Client;
-use roost_tests::central::{call, sim_command};
+use roost_tests::central::{call, sim_command, wait_sim_linked};
 use roost_tests::roost_bin;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -310,17 +310,7 @@ fn replicas_fail_over_without_losing_or_restarting_anything() {
     .stderr(Stdio::inherit())
     .spawn()
     .unwrap();
-    let t = Instant::now();
-    while !std::fs::read_to_string(&sim_log)
-        .unwrap_or_default()
-        .contains("linked")
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "the simulator never linked"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_sim_linked(&sim_log);
     // (replica, killed at ms).
     let mut kills: Vec<(usize, u64)> = Vec::new();
     rt.block_on(async {

@@ -9,7 +9,7 @@
 
 use hyper::Method;
 use roost_host::client::Client;
-use roost_tests::central::{call, sim_command, LoopbackCentral};
+use roost_tests::central::{call, sim_command, wait_sim_linked, LoopbackCentral};
 use serde_json::{json, Value};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -94,18 +94,7 @@ fn two_hundred_simulated_hosts_enroll_sync_alarm_and_leave_nothing_behind() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap());
-    let t = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("linked")
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "the simulator never linked"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    println!("{} hosts linked in {:?}", HOSTS, t.elapsed());
+    println!("{} hosts linked in {:?}", HOSTS, wait_sim_linked(&log));
     rt.block_on(async {
         let s = call(&c, Method::GET, "/v1/status", None).await;
         assert_eq!(s["hosts"], HOSTS as u64, "{s}");

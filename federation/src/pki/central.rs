@@ -216,16 +216,12 @@ impl CentralPki {
     pub fn replica_client_config(&self) -> Result<Arc<rustls::ClientConfig>, PkiError> {
         let what = "the replica client certificate";
         let key = KeyPair::generate().map_err(|e| PkiError::cert(what, format!("no key: {e}")))?;
-        let mut p = CertificateParams::default();
-        p.distinguished_name = dn(REPLICA_CN);
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.use_authority_key_identifier_extension = true;
-        p.serial_number = Some(random_serial()?);
-        let now = now_ms();
-        p.not_before = rcgen_time!(now.saturating_sub(SKEW_MS));
-        p.not_after = rcgen_time!(now.saturating_add(REPLICA_LIFETIME_MS));
+        let p = leaf_params(
+            REPLICA_CN,
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            REPLICA_LIFETIME_MS,
+        )?;
         let cert = p
             .signed_by(&key, &self.issuer)
             .map_err(|e| PkiError::cert(what, format!("cannot be signed: {e}")))?;
@@ -516,6 +512,28 @@ fn load_server(
     Ok(Ok((chain, key)))
 }
 
+/// A leaf certificate's parameters: CN `cn`, these SANs, one extended key usage, not a
+/// CA, a random serial, valid from `SKEW_MS` ago for `lifetime_ms`.
+fn leaf_params(
+    cn: &str,
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+    lifetime_ms: u64,
+) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn(cn);
+    p.subject_alt_names = sans;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![usage];
+    p.use_authority_key_identifier_extension = true;
+    p.serial_number = Some(random_serial()?);
+    let now = now_ms();
+    p.not_before = rcgen_time!(now.saturating_sub(SKEW_MS));
+    p.not_after = rcgen_time!(now.saturating_add(lifetime_ms));
+    Ok(p)
+}
+
 fn issue_server(
     cert_path: &Path,
     key_path: &Path,
@@ -526,17 +544,12 @@ fn issue_server(
     let what = format!("central's server certificate `{}`", cert_path.display());
     let key = KeyPair::generate()
         .map_err(|e| PkiError::cert(&what, format!("cannot make a key ({e})")))?;
-    let mut p = CertificateParams::default();
-    p.distinguished_name = dn(SERVER_CN);
-    p.subject_alt_names = sans;
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    p.use_authority_key_identifier_extension = true;
-    p.serial_number = Some(random_serial()?);
-    let now = now_ms();
-    p.not_before = rcgen_time!(now.saturating_sub(SKEW_MS));
-    p.not_after = rcgen_time!(now.saturating_add(SERVER_LIFETIME_MS));
+    let p = leaf_params(
+        SERVER_CN,
+        sans,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        SERVER_LIFETIME_MS,
+    )?;
     let cert = p
         .signed_by(&key, issuer)
         .map_err(|e| PkiError::cert(&what, format!("cannot be signed ({e})")))?;
